@@ -1,0 +1,3 @@
+"""ltrr: a streaming learning loop for learning to rank and retrieve."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""The ``ltrr`` command: one entry point for every ltrr process.
+
+Settings come from flags, then ``LTRR_*`` environment variables, then the TOML file given by
+``--config`` / ``LTRR_CONFIG``; the environment is read here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from schemas.exceptions import LtrrError
+from streams.settings import Settings
+
+EPILOG = """\
+Every option can also be set by an LTRR_* environment variable (LTRR_BROKER, LTRR_TOPIC_PREFIX,
+LTRR_PARTITIONS, ...) or a TOML file (--config / LTRR_CONFIG); flags win over the environment,
+which wins over the file. See the README's configuration reference.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (or LTRR_CONFIG)")
+    p.add_argument("--broker", metavar="HOST:PORT[,...]",
+                   help="Kafka bootstrap servers (LTRR_BROKER; default 127.0.0.1:9092)")
+    p.add_argument("--topic-prefix", metavar="PREFIX",
+                   help="prefix of every ltrr topic (LTRR_TOPIC_PREFIX; default 'ltrr.')")
+    p.add_argument("--partitions", type=int, metavar="N",
+                   help="partitions of the keyed topics (LTRR_PARTITIONS; default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ltrr",
+        description="ltrr: learn, from what people click, play and buy, which retrieval "
+                    "strategies to draw candidates from for each query.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = sub.add_parser(
+        "broker", help="run the embedded Kafka-protocol broker (tansu, memory storage)",
+        description="Start the embedded tansu broker on a loopback port, print its bootstrap "
+                    "address, and run until Ctrl-C. Nothing is kept after it stops.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    broker.add_argument("--port", type=int, default=0,
+                        help="port to listen on (default: a free port)")
+    broker.add_argument("--create-topics", action="store_true",
+                        help="also create ltrr's topics once the broker is up")
+    _add_common(broker)
+
+    topics = sub.add_parser(
+        "topics", help="create or list ltrr's topics on a broker",
+        description="Create ltrr's declared topics (partitions, cleanup policy, retention) on "
+                    "any Kafka-protocol broker, or list the broker's topics.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    topics.add_argument("action", choices=["create", "list"],
+                        help="create: create missing topics; list: print every topic")
+    topics.add_argument("--replication-factor", type=int, metavar="N",
+                        help="replication factor of created topics (LTRR_REPLICATION_FACTOR; "
+                             "default 1)")
+    _add_common(topics)
+
+    worker = sub.add_parser(
+        "worker", help="run the learning-loop worker (Faust agents)",
+        description="Run the learning-loop worker: validates impressions and actions and "
+                    "sends bad input to the dead-letter topic with its reason. Creates the "
+                    "declared topics first if they are missing. Stops cleanly on Ctrl-C.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(worker)
+    worker.add_argument("--app-id", help="Faust app id = consumer group (LTRR_APP_ID; "
+                                         "default ltrr-worker)")
+    worker.add_argument("--data-dir", metavar="DIR",
+                        help="RocksDB state directory, one per worker (LTRR_DATA_DIR; "
+                             "default ./ltrr-data)")
+    worker.add_argument("--web-host", metavar="ADDR",
+                        help="bind address of /metrics, /healthz, /readyz (LTRR_WEB_HOST; "
+                             "default 127.0.0.1)")
+    worker.add_argument("--web-port", type=int, metavar="PORT",
+                        help="port of /metrics, /healthz, /readyz (LTRR_WEB_PORT; default 6066)")
+    worker.add_argument("--max-event-bytes", type=int, metavar="N",
+                        help="larger events are dead-lettered as oversized "
+                             "(LTRR_MAX_EVENT_BYTES; default 262144)")
+    worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log level (LTRR_LOG_LEVEL; default info)")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    base = Settings.load(os.environ, args.config)
+    return base.with_overrides(
+        broker=args.broker,
+        topic_prefix=args.topic_prefix,
+        partitions=args.partitions,
+        replication_factor=getattr(args, "replication_factor", None),
+        app_id=getattr(args, "app_id", None),
+        data_dir=getattr(args, "data_dir", None),
+        web_host=getattr(args, "web_host", None),
+        web_port=getattr(args, "web_port", None),
+        max_event_bytes=getattr(args, "max_event_bytes", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.admin import create_topics
+    from streams.brokers.tansu import TansuBroker
+    from streams.topics import Topics
+
+    settings = load_settings(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with TansuBroker(args.port or None) as broker:
+        if args.create_topics:
+            settings = settings.with_overrides(broker=broker.bootstrap)
+            for name, state in create_topics(broker.bootstrap,
+                                              Topics.from_settings(settings).all()).items():
+                print(f"topic {name}: {state}", file=sys.stderr)
+        print(broker.bootstrap, flush=True)
+        print(f"tansu broker listening on {broker.bootstrap} (memory storage); "
+              f"Ctrl-C to stop", file=sys.stderr, flush=True)
+        try:
+            while not stop.wait(0.5):
+                if not broker.running:
+                    print("broker exited unexpectedly", file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    print("broker stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.admin import create_topics, list_topics
+    from streams.topics import Topics
+
+    settings = load_settings(args)
+    if args.action == "list":
+        for name in list_topics(settings.broker):
+            print(name)
+        return 0
+    specs = Topics.from_settings(settings).all()
+    outcome = create_topics(settings.broker, specs,
+                            replication_factor=settings.replication_factor)
+    for spec in specs:
+        configs = ",".join(f"{k}={v}" for k, v in spec.configs().items())
+        print(f"{spec.name}\t{outcome[spec.name]}\tpartitions={spec.partitions}\t{configs}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ltrr.worker import run_worker
+
+    settings = load_settings(args)
+    # Faust parses sys.argv itself; hand it only the worker sub-command.
+    sys.argv = [sys.argv[0], "worker"]
+    run_worker(settings)
+    return 0
+
+
+COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LtrrError as exc:
+        print(f"ltrr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""``ltrr worker``: the learning-loop worker process (all agents of this build)."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from faust.worker import Worker
+
+from agents.ingest import register_ingest
+from streams.admin import create_topics
+from streams.app import create_app
+from streams.settings import Settings
+from streams.topics import Topics
+from streams.web import register_ops_pages
+
+
+def build_worker_app(settings: Settings) -> faust.App:
+    """The Faust app with every agent and ops page registered."""
+    topics = Topics.from_settings(settings)
+    app = create_app(settings)
+    register_ingest(app, topics, settings)
+    register_ops_pages(app)
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Create the declared topics (idempotent), then run the worker until SIGINT/SIGTERM."""
+    topics = Topics.from_settings(settings)
+    outcome = create_topics(
+        settings.broker, topics.all(), replication_factor=settings.replication_factor
+    )
+    logging.getLogger(__name__).info("topics: %s", outcome)
+    app = build_worker_app(settings)
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,46 @@
+"""The Faust application factory: one place that turns ``Settings`` into a configured app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from schemas import codec
+from streams.settings import Settings
+
+
+def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
+    """A Faust app wired to the broker, RocksDB state under ``data_dir`` and the web server.
+
+    Topics carry raw bytes: agents decode and validate themselves so that a bad message becomes
+    a dead letter instead of a crashed stream.
+    """
+    codec.register()
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id or settings.app_id,
+        broker=settings.broker_url,
+        datadir=str(data_dir),
+        store="rocksdb://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=settings.max_message_bytes,
+        consumer_max_fetch_size=settings.max_message_bytes,
+        # A restarted worker rejoins within the rebalance timeout; the broker may hold a join
+        # open that long waiting for old members, so keep it short enough for quick restarts.
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_tables_enabled=False,
+        web_in_thread=False,
+    )

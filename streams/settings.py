@@ -1,0 +1,133 @@
+"""ltrr settings: one frozen object, read once at the entry point.
+
+Precedence, highest first: command-line flags, ``LTRR_*`` environment variables, the TOML file
+named by ``--config`` or ``LTRR_CONFIG`` (keys are the field names below), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from streams.exceptions import SettingsError
+
+ENV_PREFIX = "LTRR_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the worker. Environment variable = ``LTRR_`` + the upper-cased name."""
+
+    #: Kafka bootstrap servers, ``host:port[,host:port...]``.
+    broker: str = "127.0.0.1:9092"
+    #: Prefix of every ltrr topic name (``ltrr.`` gives ``ltrr.impressions``); lets several
+    #: deployments or tests share one cluster.
+    topic_prefix: str = "ltrr."
+    #: Partitions of the keyed topics (impressions, actions, catalog); impressions and actions
+    #: must have the same count so the join needs no repartition.
+    partitions: int = 4
+    #: Replication factor of created topics (1 for a single broker; 3 in production).
+    replication_factor: int = 1
+    #: Retention of the event topics (impressions, actions, rewards), hours.
+    retention_hours: int = 7 * 24
+    #: Retention of the dead-letter topic, hours.
+    dlq_retention_hours: int = 14 * 24
+    #: Faust application id: the consumer group and the prefix of changelog topics.
+    app_id: str = "ltrr-worker"
+    #: Where the worker keeps RocksDB state (one directory per worker process).
+    data_dir: str = "./ltrr-data"
+    #: Bind address and port of the worker's HTTP server (/metrics, /healthz).
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    #: Largest accepted event, bytes; bigger messages go to the dead-letter topic as oversized.
+    max_event_bytes: int = 256 * 1024
+    #: Largest message the producer sends and the consumer fetches, bytes (snapshots chunk
+    #: below this).
+    max_message_bytes: int = 8 * 1024 * 1024
+    #: Consumer-group session timeout, seconds: how long a dead worker holds its partitions.
+    session_timeout_s: float = 10.0
+    #: Consumer-group rebalance timeout, seconds: how long a join may wait for members.
+    rebalance_timeout_s: float = 10.0
+    #: Log level of the worker: debug, info, warning, error.
+    log_level: str = "info"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the non-None overrides applied (used for command-line flags)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str], config_path: str | Path | None = None
+    ) -> Settings:
+        """Settings from an optional TOML file, then ``LTRR_*`` variables in ``environ``."""
+        values: dict[str, Any] = {}
+        path = config_path or environ.get(ENV_PREFIX + "CONFIG")
+        if path:
+            values.update(_read_toml(Path(path)))
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(ENV_PREFIX + f.name.upper(), raw, hints[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("partitions", "replication_factor", "retention_hours",
+                     "dlq_retention_hours", "max_event_bytes", "max_message_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.web_port <= 65535:
+            raise SettingsError(f"web_port must be a TCP port (0-65535), got {self.web_port}")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(f"log_level must be debug|info|warning|error, got {self.log_level}")
+        if not self.broker.strip():
+            raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
+
+    @property
+    def broker_url(self) -> str:
+        """The broker list as Faust wants it (``kafka://host:port;host:port``)."""
+        return ";".join(f"kafka://{b.strip()}" for b in self.broker.split(",") if b.strip())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(
+            f"config file {path} has unknown keys {unknown}; known keys: {sorted(known)}"
+        )
+    return data
+
+
+def _coerce(name: str, raw: str, kind: Any) -> Any:
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is not a number") from exc
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+    return raw

@@ -1,0 +1,29 @@
+"""Operational HTTP pages on the Faust web server: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+#: Prometheus text exposition format (without the charset parameter aiohttp refuses here).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def register_ops_pages(app: faust.App, registry: CollectorRegistry = REGISTRY) -> None:
+    """Add /metrics (Prometheus), /healthz (process up) and /readyz (partitions assigned)."""
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
+        ready = bool(assigned) and not app.rebalancing
+        return web.json({"ready": ready, "assigned": assigned}, status=200 if ready else 503)
