@@ -9,7 +9,6 @@ downloads ~45 MB of jars into $LTRR_CACHE_DIR or ~/.cache/ltrr).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 
@@ -21,13 +20,7 @@ from streams.brokers.kafka import ApacheKafka
 
 BIG = 6 * 1024 * 1024
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("java") is None and not os.environ.get("JAVA_HOME"),
-        reason="Apache Kafka needs a Java 17+ runtime",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
 def _process_gone(pid: int) -> bool:

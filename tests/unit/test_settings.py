@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.exceptions import SettingsError
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+def test_defaults() -> None:
+    s = Settings.load({})
+    assert s == Settings()
+    assert s.broker_url == "kafka://127.0.0.1:9092"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "ltrr.toml"
+    cfg.write_text('broker = "file:1"\npartitions = 8\ntopic_prefix = "x."\n')
+    s = Settings.load({"LTRR_CONFIG": str(cfg), "LTRR_BROKER": "env:2,env:3"})
+    assert (s.broker, s.partitions, s.topic_prefix) == ("env:2,env:3", 8, "x.")
+    assert s.broker_url == "kafka://env:2;kafka://env:3"
+    assert s.with_overrides(partitions=2, broker=None).partitions == 2
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Settings().broker = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LTRR_PARTITIONS": "many"}, "LTRR_PARTITIONS"),
+        ({"LTRR_PARTITIONS": "0"}, "partitions must be >= 1"),
+        ({"LTRR_WEB_PORT": "70000"}, "web_port"),
+        ({"LTRR_LOG_LEVEL": "loud"}, "log_level"),
+        ({"LTRR_CONFIG": "/nonexistent/ltrr.toml"}, "does not exist"),
+    ],
+)
+def test_bad_settings_say_which(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.load(env)
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "ltrr.toml"
+    cfg.write_text("brokers = 'typo'\n")
+    with pytest.raises(SettingsError, match="unknown keys \\['brokers'\\]"):
+        Settings.load({}, cfg)
+
+
+def test_topics_follow_the_settings() -> None:
+    topics = Topics.from_settings(Settings(topic_prefix="t1.", partitions=6))
+    names = [t.name for t in topics.all()]
+    assert names == ["t1.impressions", "t1.actions", "t1.rewards", "t1.snapshots",
+                     "t1.catalog", "t1.dlq"]
+    assert topics.impressions.partitions == topics.actions.partitions == 6
+    assert topics.snapshots.configs()["cleanup.policy"] == "compact"
+    assert topics.catalog.configs()["cleanup.policy"] == "compact"
+    assert topics.impressions.configs() == {"cleanup.policy": "delete",
+                                            "retention.ms": str(7 * 24 * 3_600_000)}
