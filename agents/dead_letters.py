@@ -50,5 +50,9 @@ async def send_dead_letter(
     DLQ_EVENTS.labels(logical_topic, rejection.reason).inc()
     log.warning(
         "dead-lettered %s[%d]@%d: %s (%s)",
-        message.topic, message.partition, message.offset, rejection.reason, rejection.detail,
+        message.topic,
+        message.partition,
+        message.offset,
+        rejection.reason,
+        rejection.detail,
     )

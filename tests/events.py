@@ -24,8 +24,9 @@ def plans(n: int = 5) -> list[dict[str, Any]]:
     ]
 
 
-def impression(impression_id: str = "imp-1", *, n_plans: int = 5, chosen: int = 1,
-               **overrides: Any) -> dict[str, Any]:
+def impression(
+    impression_id: str = "imp-1", *, n_plans: int = 5, chosen: int = 1, **overrides: Any
+) -> dict[str, Any]:
     pmf = [1.0 / n_plans] * n_plans
     event: dict[str, Any] = {
         "schema_version": 1,
@@ -49,8 +50,9 @@ def impression(impression_id: str = "imp-1", *, n_plans: int = 5, chosen: int = 
     return event
 
 
-def action(action_id: str = "act-1", impression_id: str = "imp-1", **overrides: Any
-           ) -> dict[str, Any]:
+def action(
+    action_id: str = "act-1", impression_id: str = "imp-1", **overrides: Any
+) -> dict[str, Any]:
     event: dict[str, Any] = {
         "schema_version": 1,
         "action_id": action_id,

@@ -6,6 +6,7 @@ and the test suite. Production runs Apache Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -48,18 +49,18 @@ class TansuBroker:
         """Start the broker and wait until it answers Kafka requests; returns its bootstrap."""
         binary = tansu_binary()
         url = f"tcp://{HOST}:{self.port}"
-        log = tempfile.NamedTemporaryFile(prefix="ltrr-tansu-", suffix=".log", delete=False)
-        self._log_path = Path(log.name)
+        fd, log_name = tempfile.mkstemp(prefix="ltrr-tansu-", suffix=".log")
+        self._log_path = Path(log_name)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        self._proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
+        with os.fdopen(fd, "wb") as log:
+            self._proc = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -105,10 +106,8 @@ class TansuBroker:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)

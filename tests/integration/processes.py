@@ -48,18 +48,35 @@ def _ready(port: int) -> bool:
 
 
 @contextmanager
-def running_worker(bootstrap: str, prefix: str, data_dir: Path, *extra: str,
-                   partitions: int = 2) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running_worker(
+    bootstrap: str, prefix: str, data_dir: Path, *extra: str, partitions: int = 2
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``ltrr worker`` as a subprocess, ready (partitions assigned) when the block starts."""
     port = free_port()
     log = data_dir.parent / f"worker-{port}.log"
-    cmd = [sys.executable, "-m", "ltrr.cli", "worker", "--broker", bootstrap,
-           "--topic-prefix", prefix, "--partitions", str(partitions),
-           "--app-id", f"ltrr-test-{prefix.rstrip('.')}", "--data-dir", str(data_dir),
-           "--web-port", str(port), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ltrr.cli",
+        "worker",
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--partitions",
+        str(partitions),
+        "--app-id",
+        f"ltrr-test-{prefix.rstrip('.')}",
+        "--data-dir",
+        str(data_dir),
+        "--web-port",
+        str(port),
+        *extra,
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     try:
         deadline = time.monotonic() + 90
         while not _ready(port):

@@ -7,12 +7,15 @@ import subprocess
 import sys
 
 from streams.admin import list_topics
+from streams.brokers.ports import port_open
 
 
 def test_ltrr_broker_prints_bootstrap_and_stops_on_ctrl_c() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ltrr.cli", "broker", "--create-topics", "--topic-prefix", "cli."],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -25,6 +28,7 @@ def test_ltrr_broker_prints_bootstrap_and_stops_on_ctrl_c() -> None:
         assert proc.wait(timeout=20) == 0
         assert proc.stderr is not None
         assert "broker stopped" in proc.stderr.read()
+        assert not port_open(host, int(port)), "the tansu process outlived ltrr broker"
     finally:
         if proc.poll() is None:
             proc.kill()

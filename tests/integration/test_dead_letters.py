@@ -31,7 +31,12 @@ def _broken(i: int) -> list[tuple[str, bytes | None, bytes | None, str]]:
         ("impressions", k, b"{this is not json", "not_json"),
         ("impressions", k, b"\xff\xfe\xfd", "not_json"),
         ("actions", k, b"[1, 2, 3]", "not_object"),
-        ("impressions", k, orjson.dumps({**imp, "schema_version": 2}), "unsupported_schema_version"),
+        (
+            "impressions",
+            k,
+            orjson.dumps({**imp, "schema_version": 2}),
+            "unsupported_schema_version",
+        ),
         ("impressions", k, orjson.dumps(missing), "missing_field"),
         ("actions", k, orjson.dumps(without(action(f"a{i}", iid), "entity_id")), "missing_field"),
         ("impressions", k, orjson.dumps(wrong_type), "wrong_type"),
@@ -45,15 +50,30 @@ def _broken(i: int) -> list[tuple[str, bytes | None, bytes | None, str]]:
 
 
 def test_ltrr_topics_create_is_idempotent(bootstrap: str, prefix: str) -> None:
-    cmd = [sys.executable, "-m", "ltrr.cli", "topics", "create", "--broker", bootstrap,
-           "--topic-prefix", prefix, "--partitions", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ltrr.cli",
+        "topics",
+        "create",
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--partitions",
+        "3",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
     assert first.stdout.count("\tcreated\t") == 6
     assert second.stdout.count("\texists\t") == 6
     listed = subprocess.run(
         [sys.executable, "-m", "ltrr.cli", "topics", "list", "--broker", bootstrap],
-        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     for name in ("impressions", "actions", "rewards", "snapshots", "catalog", "dlq"):
         assert prefix + name in listed
 
@@ -62,18 +82,23 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
-    with running_worker(bootstrap, prefix, tmp_path / "state",
-                        "--max-event-bytes", str(MAX_EVENT_BYTES)) as (proc, port):
+    with running_worker(
+        bootstrap, prefix, tmp_path / "state", "--max-event-bytes", str(MAX_EVENT_BYTES)
+    ) as (proc, port):
         valid_impressions = valid_actions = 0
         expected: list[tuple[str, bytes]] = []
         for i in range(3):
             # Valid events before, between and after each batch of broken ones.
             for j in range(5):
                 iid = f"ok-{i}-{j}"
-                producer.send(prefix + "impressions", key=iid.encode(),
-                              value=orjson.dumps(impression(iid)))
-                producer.send(prefix + "actions", key=iid.encode(),
-                              value=orjson.dumps(action(f"act-{i}-{j}", iid)))
+                producer.send(
+                    prefix + "impressions", key=iid.encode(), value=orjson.dumps(impression(iid))
+                )
+                producer.send(
+                    prefix + "actions",
+                    key=iid.encode(),
+                    value=orjson.dumps(action(f"act-{i}-{j}", iid)),
+                )
                 valid_impressions += 1
                 valid_actions += 1
             for topic, key, value, reason in _broken(i):
@@ -84,10 +109,15 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
         def accepted(topic: str) -> float:
             return metric(port, "ltrr_events_consumed_total", topic=topic, outcome="accepted")
 
-        wait_until(lambda: accepted("impressions") == valid_impressions
-                   and accepted("actions") == valid_actions
-                   and metric(port, "ltrr_dlq_events_total") == len(expected),
-                   60, "all events to be accepted or dead-lettered")
+        wait_until(
+            lambda: (
+                accepted("impressions") == valid_impressions
+                and accepted("actions") == valid_actions
+                and metric(port, "ltrr_dlq_events_total") == len(expected)
+            ),
+            60,
+            "all events to be accepted or dead-lettered",
+        )
 
         letters = _read_all(bootstrap, prefix + "dlq", len(expected))
         got = sorted((letter["reason"], original_bytes(letter)) for letter, _ in letters)
@@ -102,10 +132,14 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
         assert by_reason["bad_key"]["field"] == "impression_id"
 
         # Nothing more arrives later (no duplicates), and the worker still consumes.
-        producer.send(prefix + "impressions", key=b"late-ok",
-                      value=orjson.dumps(impression("late-ok"))).get(timeout=30)
-        wait_until(lambda: accepted("impressions") == valid_impressions + 1, 30,
-                   "the worker to keep consuming after bad input")
+        producer.send(
+            prefix + "impressions", key=b"late-ok", value=orjson.dumps(impression("late-ok"))
+        ).get(timeout=30)
+        wait_until(
+            lambda: accepted("impressions") == valid_impressions + 1,
+            30,
+            "the worker to keep consuming after bad input",
+        )
         time.sleep(1.0)
         assert metric(port, "ltrr_dlq_events_total") == len(expected)
         assert metric(port, "ltrr_events_consumed_total", outcome="rejected") == len(expected)
@@ -115,10 +149,15 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
 
 
 def _read_all(bootstrap: str, topic: str, at_least: int) -> list[tuple[dict, dict[str, bytes]]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=3000,
-                             fetch_max_bytes=16 * 1024 * 1024,
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
     out: list[tuple[dict, dict[str, bytes]]] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -9,9 +9,17 @@ from schemas.validation import Rejection, check
 
 
 def _letter(raw: bytes, **kw: object) -> dict:
-    return dead_letter(Rejection("wrong_type", "query must be string", "query"), raw,
-                       topic="ltrr.impressions", partition=2, offset=17, timestamp_ms=5,
-                       key=b"imp-1", now_ms=9, **kw)  # type: ignore[arg-type]
+    return dead_letter(
+        Rejection("wrong_type", "query must be string", "query"),
+        raw,
+        topic="ltrr.impressions",
+        partition=2,
+        offset=17,
+        timestamp_ms=5,
+        key=b"imp-1",
+        now_ms=9,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_envelope_keeps_bytes_and_reason() -> None:

@@ -25,8 +25,9 @@ def _workspace() -> vw.Workspace:
 
 
 def _reward(imp: dict, reward: float = 1.0, **kw: object) -> dict:
-    return reward_event(SearchImpression.from_dict(imp), reward,
-                        [UserAction.from_dict(action())], **kw)  # type: ignore[arg-type]
+    return reward_event(
+        SearchImpression.from_dict(imp), reward, [UserAction.from_dict(action())], **kw
+    )  # type: ignore[arg-type]
 
 
 def test_reward_satisfies_its_contract() -> None:
@@ -108,7 +109,9 @@ def test_iso_timestamp() -> None:
 
 features = st.dictionaries(
     st.text("abcxyz_", min_size=1, max_size=6),
-    st.integers(-1000, 1000) | st.floats(-1e3, 1e3, allow_nan=False) | st.text("abc", max_size=4)
+    st.integers(-1000, 1000)
+    | st.floats(-1e3, 1e3, allow_nan=False)
+    | st.text("abc", max_size=4)
     | st.booleans(),
     max_size=4,
 )
@@ -121,8 +124,9 @@ features = st.dictionaries(
     reward=st.floats(-1, 5, allow_nan=False),
     ctx=features,
 )
-def test_generated_rewards_parse_in_vw(n_plans: int, data: st.DataObject, reward: float,
-                                       ctx: dict) -> None:
+def test_generated_rewards_parse_in_vw(
+    n_plans: int, data: st.DataObject, reward: float, ctx: dict
+) -> None:
     chosen = data.draw(st.integers(0, n_plans - 1))
     weights = data.draw(st.lists(st.integers(1, 100), min_size=n_plans, max_size=n_plans))
     pmf = [w / sum(weights) for w in weights]

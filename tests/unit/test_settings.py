@@ -54,10 +54,18 @@ def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
 def test_topics_follow_the_settings() -> None:
     topics = Topics.from_settings(Settings(topic_prefix="t1.", partitions=6))
     names = [t.name for t in topics.all()]
-    assert names == ["t1.impressions", "t1.actions", "t1.rewards", "t1.snapshots",
-                     "t1.catalog", "t1.dlq"]
+    assert names == [
+        "t1.impressions",
+        "t1.actions",
+        "t1.rewards",
+        "t1.snapshots",
+        "t1.catalog",
+        "t1.dlq",
+    ]
     assert topics.impressions.partitions == topics.actions.partitions == 6
     assert topics.snapshots.configs()["cleanup.policy"] == "compact"
     assert topics.catalog.configs()["cleanup.policy"] == "compact"
-    assert topics.impressions.configs() == {"cleanup.policy": "delete",
-                                            "retention.ms": str(7 * 24 * 3_600_000)}
+    assert topics.impressions.configs() == {
+        "cleanup.policy": "delete",
+        "retention.ms": str(7 * 24 * 3_600_000),
+    }

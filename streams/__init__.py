@@ -1,0 +1,1 @@
+"""Streaming plumbing: settings, topic declarations, the Faust app factory, broker launchers."""
