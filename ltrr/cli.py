@@ -140,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level (LTRR_LOG_LEVEL; default info)",
     )
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: broker + worker + traffic, live progress, summary",
+        description="Start the embedded broker and a worker, produce seeded impression and "
+        "action traffic (a share deliberately broken) through Kafka at a steady rate, show "
+        "live progress, and end with a summary checking that every valid event was accepted "
+        "and every broken one dead-lettered with its reason. Ctrl-C stops everything cleanly.",
+    )
+    demo.add_argument("--events", type=int, default=2000, help="impressions to produce (2000)")
+    demo.add_argument("--rate", type=float, default=400.0, help="impressions per second (400)")
+    demo.add_argument("--seed", type=int, default=7, help="traffic seed (7)")
+    demo.add_argument(
+        "--broken-share", type=float, default=0.05, help="share of broken impressions (0.05)"
+    )
+    demo.add_argument("--out", metavar="DIR", help="where state and logs go (a temp dir)")
     return parser
 
 
@@ -228,7 +243,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker}
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ltrr.demo import main_demo
+
+    if args.events < 1 or args.rate <= 0 or not 0 <= args.broken_share <= 1:
+        print("ltrr demo: --events >= 1, --rate > 0, 0 <= --broken-share <= 1", file=sys.stderr)
+        return 2
+    return main_demo(args.events, args.rate, args.seed, args.broken_share, args.out)
+
+
+COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from schemas.contracts import Contract
 from schemas.dead_letter import REASON_HEADER, original_bytes
 from schemas.validation import check
 from tests.events import action, impression, without
-from tests.integration.processes import metric, running_worker, wait_until
+from tests.integration.processes import metric, wait_until, worker
 
 MAX_EVENT_BYTES = 4096
 
@@ -82,9 +82,9 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
-    with running_worker(
+    with worker(
         bootstrap, prefix, tmp_path / "state", "--max-event-bytes", str(MAX_EVENT_BYTES)
-    ) as (proc, port):
+    ) as w:
         valid_impressions = valid_actions = 0
         expected: list[tuple[str, bytes]] = []
         for i in range(3):
@@ -107,13 +107,13 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
         producer.flush()
 
         def accepted(topic: str) -> float:
-            return metric(port, "ltrr_events_consumed_total", topic=topic, outcome="accepted")
+            return metric(w, "ltrr_events_consumed_total", topic=topic, outcome="accepted")
 
         wait_until(
             lambda: (
                 accepted("impressions") == valid_impressions
                 and accepted("actions") == valid_actions
-                and metric(port, "ltrr_dlq_events_total") == len(expected)
+                and metric(w, "ltrr_dlq_events_total") == len(expected)
             ),
             60,
             "all events to be accepted or dead-lettered",
@@ -141,10 +141,10 @@ def test_bad_input_goes_to_the_dlq_and_the_stream_keeps_flowing(
             "the worker to keep consuming after bad input",
         )
         time.sleep(1.0)
-        assert metric(port, "ltrr_dlq_events_total") == len(expected)
-        assert metric(port, "ltrr_events_consumed_total", outcome="rejected") == len(expected)
+        assert metric(w, "ltrr_dlq_events_total") == len(expected)
+        assert metric(w, "ltrr_events_consumed_total", outcome="rejected") == len(expected)
         assert len(_read_all(bootstrap, prefix + "dlq", len(expected))) == len(expected)
-        assert proc.poll() is None
+        assert w.alive
     producer.close()
 
 

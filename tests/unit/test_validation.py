@@ -128,6 +128,9 @@ def test_unknown_field() -> None:
         ({"chosen": 9}, "chosen"),
         ({"pmf": [0.25, 0.0, 0.25, 0.25, 0.25]}, "pmf"),
         ({"model": {"name": "bad name!", "version": 0}}, "model.name"),
+        # VW's JSON parser reserves names starting with "_" (_text, _label, ...).
+        ({"context": {"c": {"_text": "x"}}}, "context.c"),
+        ({"context": {"c": {"a b": 1}}}, "context.c"),
     ],
 )
 def test_invalid_values(overrides: dict, field: str) -> None:

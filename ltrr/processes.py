@@ -1,0 +1,89 @@
+"""Run an ``ltrr worker`` as a child process: used by ``ltrr demo`` and the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from schemas.exceptions import LtrrError
+from streams.brokers.ports import free_port
+from streams.scrape import ready
+
+
+class WorkerProcess:
+    """``ltrr worker`` with the given flags; ``start`` returns once its partitions are assigned."""
+
+    def __init__(self, *flags: str, log_path: Path, ready_timeout_s: float = 90.0) -> None:
+        self.port = free_port()
+        self.flags = flags
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WorkerProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "ltrr.cli",
+            "worker",
+            "--web-port",
+            str(self.port),
+            *self.flags,
+        ]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not ready(self.url):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text("utf-8", "replace")[-3000:]
+                self.stop()
+                raise LtrrError(f"the worker did not become ready; its log ends:\n{tail}")
+            time.sleep(0.3)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for crash-safety tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM and wait (Faust shuts down cleanly), SIGKILL if it hangs. Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

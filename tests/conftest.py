@@ -1,0 +1,12 @@
+"""Shared test configuration: Hypothesis runs derandomized so CI is reproducible; set
+HYPOTHESIS_PROFILE=explore locally to search with fresh random examples."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, max_examples=200, deadline=None)
+settings.register_profile("explore", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
