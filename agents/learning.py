@@ -1,0 +1,228 @@
+"""The bandit learner: Vowpal Wabbit ``cb_explore_adf`` models learned from Reward lines (pure).
+
+It learns from the logged features and probability carried in each reward — it never
+recomputes a feature — so the model learned through Kafka equals a model trained offline on the
+same DSJSON lines in the same order (``ltrr learn-offline``). Both paths use this class.
+
+Exactly-once learning: the learner remembers, per partition, the next rewards offset it has
+not learned yet, and the EventIds it learned recently (a duplicate reward — e.g. resent by the
+join after a crash — is not learned twice). Models, offsets and EventIds are checkpointed in
+one atomic store write; after a crash the worker restarts from the checkpoint and skips
+offsets already covered.
+
+Store layout: ``model/<name>`` VW bytes, ``meta/<name>`` counters, ``offset/<partition>``
+next offset, ``seen/<name>/<event id>`` sequence number of a learned EventId.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import vowpal_wabbit_next as vw
+
+from schemas.contracts import Contract
+from schemas.exceptions import ContractError, LtrrError
+from schemas.validation import check
+from state.store import Store
+
+#: Context namespace ``c``; per-plan namespaces ``p`` (strategy indicators) and ``r``
+#: (retrieval statistics). Interactions let plan value depend on the query's context.
+DEFAULT_VW_ARGS: tuple[str, ...] = ("--cb_explore_adf", "--epsilon", "0.05", "-q", "cp", "-q", "cr")
+#: How many recent EventIds each model remembers for deduplication.
+DEFAULT_DEDUP_WINDOW = 200_000
+
+
+class LearnerError(LtrrError):
+    """Vowpal Wabbit refused the arguments or a model; the message says which."""
+
+
+def workspace(vw_args: Sequence[str], model: bytes | None = None) -> vw.Workspace:
+    """A VW workspace (quiet), optionally loaded from serialized model bytes.
+
+    A loaded model keeps its performance counters, so a learner resumed from a checkpoint
+    serializes byte-identically to one that never stopped.
+    """
+    args = [*vw_args, "--quiet"] if "--quiet" not in vw_args else list(vw_args)
+    if model and "--preserve_performance_counters" not in args:
+        args.append("--preserve_performance_counters")
+    try:
+        return vw.Workspace(args, model_data=model) if model else vw.Workspace(args)
+    except Exception as exc:  # VW raises RuntimeError/CLIError with its own message
+        raise LearnerError(f"Vowpal Wabbit refused {' '.join(args)}: {exc}") from exc
+
+
+@dataclass
+class _Model:
+    """One model's workspace and its dedup memory."""
+
+    ws: vw.Workspace
+    parser: vw.DSJsonFormatParser
+    examples: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+    order: deque[str] = field(default_factory=deque)
+    seq: int = 0
+    loss_sum: float = 0.0
+    new_seen: list[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What happened to one reward: learned | late | duplicate | replayed | invalid."""
+
+    kind: str
+    model: str | None = None
+    cost: float | None = None
+    probability: float | None = None
+    detail: str = ""
+
+
+class Learners:
+    """Every model this worker learns, with the offsets and EventIds they cover."""
+
+    def __init__(
+        self,
+        store: Store,
+        vw_args: Sequence[str] = DEFAULT_VW_ARGS,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+    ) -> None:
+        self.store = store
+        self.vw_args = tuple(vw_args)
+        self.dedup_window = dedup_window
+        workspace(self.vw_args)  # fail fast on bad arguments
+        self.models: dict[str, _Model] = {}
+        self.offsets: dict[int, int] = {
+            int(k.split(b"/")[1]): int(v) for k, v in store.scan(b"offset/")
+        }
+        self._dirty_offsets: set[int] = set()
+        for key, raw in store.scan(b"meta/"):
+            self._load(key.decode().split("/", 1)[1], orjson.loads(raw))
+
+    def _load(self, name: str, meta: dict[str, Any]) -> None:
+        model = self.store.get(f"model/{name}".encode())
+        ws = workspace(self.vw_args, model)
+        m = _Model(
+            ws,
+            vw.DSJsonFormatParser(ws),
+            examples=meta["examples"],
+            seq=meta["seq"],
+            loss_sum=meta.get("loss_sum", 0.0),
+        )
+        entries = sorted(
+            (int(v), k.decode().split("/", 2)[2])
+            for k, v in self.store.scan(f"seen/{name}/".encode())
+        )
+        for seq, event_id in entries:
+            m.seen[event_id] = seq
+            m.order.append(event_id)
+        self.models[name] = m
+
+    def _model(self, name: str) -> _Model:
+        m = self.models.get(name)
+        if m is None:
+            ws = workspace(self.vw_args)
+            m = self.models[name] = _Model(ws, vw.DSJsonFormatParser(ws))
+        return m
+
+    def position(self, partition: int) -> int:
+        """The next rewards offset of ``partition`` not yet covered by the learned state."""
+        return self.offsets.get(partition, 0)
+
+    def learn(self, raw: bytes, partition: int | None = None, offset: int | None = None) -> Verdict:
+        """Learn one Reward v1 line, unless it is late, a duplicate or already covered."""
+        if partition is not None and offset is not None:
+            if offset < self.position(partition):
+                return Verdict("replayed")
+            self.offsets[partition] = offset + 1
+            self._dirty_offsets.add(partition)
+        try:
+            event = orjson.loads(raw)
+            if not isinstance(event, dict):
+                raise ContractError("not_object", "a reward must be a JSON object")
+            check(Contract.REWARD, event)
+        except (orjson.JSONDecodeError, ContractError) as exc:
+            return Verdict("invalid", detail=str(exc))
+        name = event["ltrr"]["model"]
+        if event.get("_skipLearn"):
+            return Verdict("late", name)
+        m = self._model(name)
+        event_id = event["EventId"]
+        if event_id in m.seen:
+            return Verdict("duplicate", name)
+        try:
+            examples = m.parser.parse_json(raw.decode())
+        except Exception as exc:  # VW's parser raises RuntimeError with a position
+            return Verdict("invalid", name, detail=f"Vowpal Wabbit cannot parse it: {exc}")
+        cost, prob = float(event["_label_cost"]), float(event["_label_probability"])
+        # predict_then_learn_one: one pass, and the prediction is the pre-learning one.
+        pmf = dict(cast(list[tuple[int, float]], m.ws.predict_then_learn_one(examples)))
+        m.loss_sum += cost * pmf.get(event["_labelIndex"], 0.0) / prob
+        m.examples += 1
+        self._remember(m, event_id)
+        return Verdict("learned", name, cost, prob)
+
+    @staticmethod
+    def _progressive_cost(
+        m: _Model, examples: list[Any], chosen: int, cost: float, prob: float
+    ) -> float:
+        """IPS estimate of the current policy's cost on this example, before learning it."""
+        pmf = dict(cast(list[tuple[int, float]], m.ws.predict_one(examples)))
+        return cost * pmf.get(chosen, 0.0) / prob
+
+    def _remember(self, m: _Model, event_id: str) -> None:
+        m.seq += 1
+        m.seen[event_id] = m.seq
+        m.order.append(event_id)
+        m.new_seen.append(event_id)
+        while len(m.order) > self.dedup_window:
+            old = m.order.popleft()
+            m.seen.pop(old, None)
+            m.evicted.append(old)
+
+    def checkpoint(self) -> None:
+        """Persist every model, counter, offset and EventId learned since the last checkpoint
+        in one atomic write."""
+        batch: dict[bytes, bytes | None] = {}
+        for name, m in self.models.items():
+            if not m.new_seen and not m.evicted:
+                continue
+            batch[f"model/{name}".encode()] = m.ws.serialize()
+            batch[f"meta/{name}".encode()] = orjson.dumps(
+                {"examples": m.examples, "seq": m.seq, "loss_sum": m.loss_sum}
+            )
+            for event_id in m.new_seen:
+                if event_id in m.seen:
+                    batch[f"seen/{name}/{event_id}".encode()] = str(m.seen[event_id]).encode()
+            for event_id in m.evicted:
+                batch[f"seen/{name}/{event_id}".encode()] = None
+            m.new_seen.clear()
+            m.evicted.clear()
+        for partition in self._dirty_offsets:
+            batch[f"offset/{partition}".encode()] = str(self.offsets[partition]).encode()
+        self._dirty_offsets.clear()
+        if batch:
+            self.store.write(batch)
+
+    def model_bytes(self, name: str) -> bytes:
+        return bytes(self.models[name].ws.serialize())
+
+    def examples(self, name: str) -> int:
+        return self.models[name].examples
+
+    def average_loss(self, name: str) -> float:
+        """Progressive-validation average cost of the learned policy (IPS, lower is better)."""
+        m = self.models[name]
+        return m.loss_sum / m.examples if m.examples else 0.0
+
+
+def learn_lines(lines: Iterable[bytes], store: Store, vw_args: Sequence[str]) -> Learners:
+    """Offline learning over DSJSON/Reward lines in file order (``ltrr learn-offline``)."""
+    learners = Learners(store, vw_args)
+    for line in lines:
+        if line.strip():
+            learners.learn(line.strip())
+    return learners

@@ -1,0 +1,294 @@
+"""Q2E memory: what people engaged with after a (normalized) query, decayed by event time.
+
+Observed rows (``q2e/<query>\\0<entity>``) hold exponentially decayed impression and per-action
+counts; a per-query row count (``q2n/<query>``) bounds the memory per query. Cold start comes
+from a token index over catalog metadata (``q2p/<token>\\0<entity>``, plus ``q2d/<entity>`` so
+re-indexing removes stale postings): those *predicted* scores are scaled well below one click,
+and an observed row for the same entity replaces the predicted one. No wall clock is read:
+every time is an event timestamp in milliseconds, passed in.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from state.store import Store
+
+DEFAULT_ACTION_WEIGHTS: Mapping[str, float] = {
+    "click": 1.0, "play": 2.0, "like": 3.0, "add_to_favorites": 3.0,
+    "add_to_playlist": 3.0, "purchase": 5.0, "share": 2.0, "skip": -1.0,
+}  # fmt: skip
+ENTITY_TYPES = frozenset({"track", "artist", "album", "playlist", "podcast", "station"})
+FIELD_WEIGHTS: Mapping[str, float] = {"title": 1.0, "artist": 0.8, "genre": 0.5}
+_APOSTROPHES = frozenset("'\u2018\u2019\u02bc")
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ carry meaning (Persian, emoji sequences)
+_OBSERVED, _COUNT, _POSTING, _DOC = b"q2e/", b"q2n/", b"q2p/", b"q2d/"
+
+
+def normalize_query(text: str) -> str:
+    """The canonical form under which query variants share one memory.
+
+    Rules, in order: (1) NFKC (full-width letters U+FF21.. -> ASCII, ``e`` + combining acute
+    -> ``é``), then casefold, then NFKC again (casefolding can un-compose, as Unicode's
+    NFKC_Casefold notes); (2) apostrophes (U+0027, U+2018, U+2019, U+02BC) are deleted,
+    joining the word (``don't`` -> ``dont``, ``Guns N' Roses`` -> ``guns n roses``); (3) every
+    other punctuation character (Unicode category P*, including hyphens and slashes) is a space
+    (``AC/DC`` -> ``ac dc``, ``Jay-Z`` -> ``jay z``); (4) control characters other than
+    whitespace, and format characters other than ZWNJ/ZWJ (zero-width space, soft hyphen, BOM)
+    are deleted; (5) runs of whitespace (tabs, newlines, Unicode spaces) collapse to one space
+    and the ends are stripped. Symbols (``$ + & 🔥``) and accents are kept: ``Beyoncé`` and
+    ``Beyonce`` stay distinct. The function is idempotent.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    out: list[str] = []
+    for ch in folded:
+        category = unicodedata.category(ch)
+        if ch in _APOSTROPHES or (category == "Cf" and ch not in _JOINERS):
+            continue
+        if category[0] == "P":
+            out.append(" ")
+        elif category != "Cc" or ch.isspace():
+            out.append(ch)
+    return " ".join("".join(out).split())
+
+
+@dataclass(frozen=True)
+class Q2EConfig:
+    """Decay, action weights and bounds of the memory.
+
+    ``half_life_ms``: every decayed count halves per half-life of event time (default 7 days).
+    ``action_weights``: weight of each action type in the combined score; types not listed
+    are stored but weigh 0. ``max_entities``: observed rows kept per query; beyond it the
+    lowest combined scores are evicted. ``predicted_scale``: the ceiling of a predicted score;
+    one click alone scores 1/sqrt(2) ~ 0.71, so 0.1 keeps predictions well below observations.
+    """
+
+    half_life_ms: int = 7 * 24 * 3600 * 1000
+    action_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_ACTION_WEIGHTS)
+    )
+    max_entities: int = 200
+    predicted_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.half_life_ms <= 0:
+            raise ValueError(f"half_life_ms must be > 0, got {self.half_life_ms}")
+        if self.max_entities < 1:
+            raise ValueError(f"max_entities must be >= 1, got {self.max_entities}")
+        if self.predicted_scale <= 0:
+            raise ValueError(f"predicted_scale must be > 0, got {self.predicted_scale}")
+
+
+class Q2EScore(NamedTuple):
+    entity_id: str
+    score: float
+    source: str  # "observed" or "predicted"
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """One observed (query, entity) row decayed to a time: impressions and counts per action."""
+
+    impressions: float
+    actions: Mapping[str, float]
+
+
+def _entity_key(entity_id: str) -> bytes:
+    if not entity_id or "\x00" in entity_id:
+        raise ValueError(f"entity id must be non-empty without NUL, got {entity_id!r}")
+    return entity_id.encode()
+
+
+def _tokens(text: str) -> list[str]:
+    return normalize_query(text).split()
+
+
+class Q2EMemory:
+    """Observed and predicted query-to-entity scores over any ``Store``.
+
+    Decay: a count is a sum of ``2 ** (-(T - t_event) / half_life)`` over its events. A row keeps
+    its counts decayed to ``T`` = its latest event; an event older than ``T`` (late, out of
+    order) is added already decayed, so the result does not depend on arrival order. Impressions
+    decay too, so old exposure stops penalizing an entity at the same pace its old engagement
+    stops helping. Combined score at ``now``:
+    ``sum(weight[a] * count[a]) / sqrt(1 + impressions)`` (a smoothed CTR: engagement grows it,
+    exposure without engagement shrinks it; skips make it negative). Reading at a ``now`` before
+    the row's latest event applies no decay (never inflates).
+    """
+
+    def __init__(self, store: Store, config: Q2EConfig | None = None) -> None:
+        self.store = store
+        self.config = config or Q2EConfig()
+
+    # ---- observed ---------------------------------------------------------------------------
+
+    def _decay(self, row: Mapping[str, Any], now_ms: int) -> float:
+        return float(2.0 ** (-max(0, now_ms - int(row["t"])) / self.config.half_life_ms))
+
+    def _combined(self, row: Mapping[str, Any], now_ms: int) -> float:
+        weights = self.config.action_weights
+        engagement = sum(weights.get(a, 0.0) * c for a, c in row["a"].items())
+        f = self._decay(row, now_ms)
+        return f * engagement / math.sqrt(1.0 + f * row["i"])
+
+    def _add(self, row: dict[str, Any], slot: str | None, t_ms: int) -> None:
+        """Add one event at ``t_ms`` to ``row`` (``slot`` None = impression, else action)."""
+        if t_ms >= row["t"]:
+            f = self._decay(row, t_ms)
+            row["i"] *= f
+            row["a"] = {a: c * f for a, c in row["a"].items()}
+            row["t"], inc = t_ms, 1.0
+        else:
+            inc = 2.0 ** (-(row["t"] - t_ms) / self.config.half_life_ms)
+        if slot is None:
+            row["i"] += inc
+        else:
+            row["a"][slot] = row["a"].get(slot, 0.0) + inc
+
+    def record(
+        self,
+        query: str,
+        shown: Sequence[str],
+        actions: Sequence[tuple[str, str, int]],
+        timestamp_ms: int,
+    ) -> None:
+        """Remember one reward's worth of feedback in ONE atomic ``store.write``.
+
+        Each distinct ``shown`` entity gets one impression at ``timestamp_ms``; each
+        ``(entity_id, action_type, timestamp_ms)`` adds one decayed action (acted entities
+        need not be in ``shown``). If the query now holds more than ``max_entities`` rows, the
+        lowest combined scores at ``timestamp_ms`` are evicted (ties: oldest, then by id).
+        A query that normalizes to "" or an empty feedback writes nothing.
+        """
+        q = normalize_query(query).encode()
+        if not q or (not shown and not actions):
+            return
+        prefix = _OBSERVED + q + b"\x00"
+        rows: dict[bytes, dict[str, Any]] = {}
+        added = 0
+
+        def row_for(entity_id: str) -> dict[str, Any]:
+            nonlocal added
+            key = prefix + _entity_key(entity_id)
+            if key not in rows:
+                raw = self.store.get(key)
+                added += raw is None
+                rows[key] = orjson.loads(raw) if raw else {"t": timestamp_ms, "i": 0.0, "a": {}}
+            return rows[key]
+
+        for entity_id in dict.fromkeys(shown):
+            self._add(row_for(entity_id), None, timestamp_ms)
+        for entity_id, action_type, t_ms in actions:
+            self._add(row_for(entity_id), action_type, t_ms)
+        batch: dict[bytes, bytes | None] = {k: orjson.dumps(r) for k, r in rows.items()}
+        raw_count = self.store.get(_COUNT + q)
+        count = (int(raw_count) if raw_count else 0) + added
+        if count > self.config.max_entities:
+            every = {k: orjson.loads(v) for k, v in self.store.scan(prefix)} | rows
+            ranked = sorted(
+                every, key=lambda k: (self._combined(every[k], timestamp_ms), every[k]["t"], k)
+            )
+            batch.update(dict.fromkeys(ranked[: len(every) - self.config.max_entities]))
+            count = min(len(every), self.config.max_entities)
+        batch[_COUNT + q] = str(count).encode()
+        self.store.write(batch)
+
+    def observed(self, query: str, entity_id: str, now_ms: int) -> Engagement | None:
+        """The decayed counts of one (query, entity) row at ``now_ms``, or None if absent."""
+        key = _OBSERVED + normalize_query(query).encode() + b"\x00" + _entity_key(entity_id)
+        raw = self.store.get(key)
+        if raw is None:
+            return None
+        row = orjson.loads(raw)
+        f = self._decay(row, now_ms)
+        return Engagement(row["i"] * f, {a: c * f for a, c in row["a"].items()})
+
+    # ---- predicted (cold start) -------------------------------------------------------------
+
+    def index_entities(self, entities: Iterable[Mapping[str, Any]], batch_size: int = 1000) -> int:
+        """Index catalog entities for predicted scores, ``batch_size`` per atomic write.
+
+        Each entity: ``id``, ``type`` (one of ``ENTITY_TYPES``), ``title``, optional ``artist``,
+        ``genres`` (list), ``popularity`` in [0, 1]. Each normalized token gets one posting with
+        the highest weight of the fields it occurs in (title 1.0, artist 0.8, genre 0.5) and
+        the popularity; re-indexing an entity first deletes its old postings. Returns the count.
+        """
+        batch: dict[bytes, bytes | None] = {}
+        n = 0
+        for entity in entities:
+            self._index_into(batch, entity)
+            n += 1
+            if n % batch_size == 0:
+                self.store.write(batch)
+                batch = {}
+        if batch:
+            self.store.write(batch)
+        return n
+
+    def index_entity(self, entity: Mapping[str, Any]) -> None:
+        """Index one catalog entity (see ``index_entities``) in one atomic write."""
+        self.index_entities([entity])
+
+    def _index_into(self, batch: dict[bytes, bytes | None], entity: Mapping[str, Any]) -> None:
+        eid = _entity_key(str(entity.get("id", "")))
+        if entity.get("type") not in ENTITY_TYPES:
+            raise ValueError(f"entity {eid!r}: type must be one of {sorted(ENTITY_TYPES)}")
+        popularity = float(entity.get("popularity", 0.0))
+        if not 0.0 <= popularity <= 1.0:
+            raise ValueError(f"entity {eid!r}: popularity must be in [0, 1], got {popularity}")
+        weights: dict[str, float] = {}
+        fields = [("title", entity.get("title", "")), ("artist", entity.get("artist") or "")]
+        fields += [("genre", g) for g in entity.get("genres") or []]
+        for name, text in fields:
+            for token in _tokens(str(text)):
+                weights[token] = max(weights.get(token, 0.0), FIELD_WEIGHTS[name])
+        old = batch.get(_DOC + eid, self.store.get(_DOC + eid))
+        for token in orjson.loads(old)["tokens"] if old else []:
+            batch[_POSTING + token.encode() + b"\x00" + eid] = None
+        for token, weight in weights.items():
+            batch[_POSTING + token.encode() + b"\x00" + eid] = orjson.dumps([weight, popularity])
+        batch[_DOC + eid] = orjson.dumps({"type": entity["type"], "tokens": sorted(weights)})
+
+    def predicted(self, query: str) -> dict[str, float]:
+        """Predicted scores of every entity sharing a token with ``query``.
+
+        ``predicted_scale * overlap * (0.5 + 0.5 * popularity)`` where ``overlap`` is the mean
+        over distinct query tokens of the token's field weight in the entity (0 if absent).
+        """
+        tokens = sorted(set(_tokens(query)))
+        sums: dict[str, float] = {}
+        popularity: dict[str, float] = {}
+        for token in tokens:
+            prefix = _POSTING + token.encode() + b"\x00"
+            for key, value in self.store.scan(prefix):
+                eid = key[len(prefix) :].decode()
+                weight, popularity[eid] = orjson.loads(value)
+                sums[eid] = sums.get(eid, 0.0) + weight
+        scale = self.config.predicted_scale / max(1, len(tokens))
+        return {e: scale * s * (0.5 + 0.5 * popularity[e]) for e, s in sums.items()}
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def scores(self, query: str, now_ms: int, k: int = 50) -> list[Q2EScore]:
+        """Top ``k`` entities for ``query`` at ``now_ms``, best first (ties by entity id).
+
+        Observed rows score by the combined rule; entities without a row score by
+        ``predicted``. An observed row replaces the prediction even when it scores lower: an
+        entity shown and ignored is evidence against it.
+        """
+        q = normalize_query(query)
+        if not q or k <= 0:
+            return []
+        prefix = _OBSERVED + q.encode() + b"\x00"
+        merged = {e: Q2EScore(e, s, "predicted") for e, s in self.predicted(q).items()}
+        for key, value in self.store.scan(prefix):
+            eid = key[len(prefix) :].decode()
+            merged[eid] = Q2EScore(eid, self._combined(orjson.loads(value), now_ms), "observed")
+        return heapq.nsmallest(k, merged.values(), key=lambda s: (-s.score, s.entity_id))

@@ -1,0 +1,99 @@
+"""One small key-value interface with two backends: memory (tests, fallbacks) and RocksDB.
+
+Writes go in batches that apply atomically, so a value and the offset it corresponds to are
+stored together or not at all (a crash between the two must not lose or double-count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from state.exceptions import StateError
+
+#: A batch of writes: key -> new value, or None to delete the key.
+Batch = Mapping[bytes, bytes | None]
+
+
+class Store(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, batch: Batch) -> None:
+        """Apply every put and delete in ``batch`` atomically."""
+        ...
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix``, in key order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """A dict behind the ``Store`` interface."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def write(self, batch: Batch) -> None:
+        for key, value in batch.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self._data if k.startswith(prefix)):
+            yield key, self._data[key]
+
+    def close(self) -> None:
+        return None
+
+
+class RocksStore:
+    """A RocksDB database (rocksdict) in raw bytes mode; batches are RocksDB ``WriteBatch``es."""
+
+    def __init__(self, path: str | Path) -> None:
+        from rocksdict import Options, Rdict
+
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = Rdict(str(self.path), options=Options(raw_mode=True))
+        except Exception as exc:  # rocksdict raises plain Exception subclasses
+            raise StateError(
+                f"cannot open RocksDB at {self.path}: {exc}. Is another worker using this "
+                f"directory? Give every worker its own --data-dir."
+            ) from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def write(self, batch: Batch) -> None:
+        from rocksdict import WriteBatch
+
+        wb = WriteBatch(raw_mode=True)
+        for key, value in batch.items():
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        self._db.write(wb)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                break
+            yield key, bytes(it.value())
+            it.next()
+
+    def close(self) -> None:
+        self._db.close()

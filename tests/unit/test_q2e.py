@@ -1,0 +1,220 @@
+"""Q2E memory over both state backends: normalization, decay, scoring, eviction, cold start."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from state.store import Batch, MemoryStore, RocksStore, Store
+
+HOUR = 3600 * 1000
+DAY = 24 * HOUR
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else RocksStore(tmp_path / "db")
+    yield s
+    s.close()
+
+
+class CountingStore:
+    """Wraps a store and records every batch written."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.batches: list[Batch] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.inner.get(key)
+
+    def write(self, batch: Batch) -> None:
+        self.batches.append(dict(batch))
+        self.inner.write(batch)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.inner.scan(prefix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def entity(eid: str, title: str, etype: str = "track", artist: str = "", **kw: object) -> dict:
+    return {"id": eid, "type": etype, "title": title, "artist": artist, "genres": [], **kw}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Taylor   SWIFT ", "taylor swift"),
+        ("\uff34\uff41\uff59\uff4c\uff4f\uff52", "taylor"),
+        ("Beyonce\u0301", "beyoncé"),
+        ("Beyoncé", "beyoncé"),
+        ("AC/DC", "ac dc"),
+        ("taylor\tswift\n\r love", "taylor swift love"),
+        ("Don't Stop Believin'", "dont stop believin"),
+        ("Guns N\u2019 Roses", "guns n roses"),
+        ("Jay-Z", "jay z"),
+        ("Ke$ha + P!nk", "ke$ha + p nk"),
+        ("STRASSE Straße", "strasse strasse"),
+        ("zero\u200bwidth soft\u00adhyphen\x00", "zerowidth softhyphen"),
+        ("?!...", ""),
+    ],
+)
+def test_normalize_query_examples(raw: str, expected: str) -> None:
+    assert normalize_query(raw) == expected
+
+
+@given(st.text())
+def test_normalize_query_is_idempotent(text: str) -> None:
+    once = normalize_query(text)
+    assert normalize_query(once) == once
+    assert "\x00" not in once and once == once.strip() and "  " not in once
+
+
+def test_decay_halves_after_one_half_life(store: Store) -> None:
+    cfg = Q2EConfig(half_life_ms=DAY)
+    mem = Q2EMemory(store, cfg)
+    mem.record("love", ["a"], [("a", "click", T0)], T0)
+    assert mem.scores("love", T0)[0].score == pytest.approx(1 / math.sqrt(2))
+    later = mem.scores("love", T0 + DAY)[0].score
+    assert later == pytest.approx(0.5 / math.sqrt(1.5), rel=1e-9)
+    seen = mem.observed("love", "a", T0 + DAY)
+    assert seen is not None
+    assert seen.impressions == pytest.approx(0.5) and seen.actions["click"] == pytest.approx(0.5)
+    # a click alone (no impression) halves exactly
+    mem.record("rain", [], [("b", "play", T0)], T0)
+    assert mem.scores("rain", T0 + 2 * DAY)[0].score == pytest.approx(2.0 * 0.25)
+
+
+def test_late_events_give_the_same_counts_in_any_order(store: Store) -> None:
+    mem = Q2EMemory(store, Q2EConfig(half_life_ms=DAY))
+    mem.record("late", ["a"], [], T0 + DAY)
+    mem.record("late", [], [("a", "click", T0)], T0)  # arrives after a newer impression
+    mem.record("ordered", [], [("a", "click", T0)], T0)
+    mem.record("ordered", ["a"], [], T0 + DAY)
+    now = T0 + 3 * DAY
+    assert mem.scores("late", now)[0].score == pytest.approx(mem.scores("ordered", now)[0].score)
+    assert mem.scores("late", now)[0].score == pytest.approx(0.125 / math.sqrt(1.25))
+
+
+def test_skip_lowers_the_score(store: Store) -> None:
+    mem = Q2EMemory(store)
+    mem.record("q", ["a", "b"], [("a", "play", T0), ("b", "play", T0), ("b", "skip", T0)], T0)
+    scores = {s.entity_id: s.score for s in mem.scores("q", T0)}
+    assert scores["b"] < scores["a"]
+    mem.record("only skips", ["c"], [("c", "skip", T0)], T0)
+    assert mem.scores("only skips", T0)[0].score < 0
+
+
+def test_impressions_without_actions_rank_below_clicks(store: Store) -> None:
+    mem = Q2EMemory(store)
+    for i in range(5):
+        mem.record("love", ["ignored", "clicked"], [("clicked", "click", T0 + i)], T0 + i)
+        mem.record("love", ["ignored"], [], T0 + i)
+    ranked = mem.scores("love", T0 + 10)
+    assert [s.entity_id for s in ranked] == ["clicked", "ignored"]
+    assert ranked[1].score == 0.0 and ranked[1].source == "observed"
+
+
+def test_eviction_keeps_at_most_max_entities(store: Store) -> None:
+    mem = Q2EMemory(store, Q2EConfig(max_entities=3))
+    mem.record("q", ["keep1", "keep2", "keep3"], [("keep1", "purchase", T0)], T0)
+    mem.record("q", [], [("keep2", "click", T0), ("keep3", "like", T0)], T0)
+    for i in range(4):
+        mem.record("q", [f"noise{i}"], [], T0 + i)
+        assert len(list(store.scan(b"q2e/q\x00"))) == 3
+    assert sorted(s.entity_id for s in mem.scores("q", T0 + 10)) == ["keep1", "keep2", "keep3"]
+    mem.record("q", ["x", "y", "z", "w"], [(e, "purchase", T0) for e in "xyzw"], T0 + 20)
+    assert len(mem.scores("q", T0 + 20)) == 3
+    assert store.get(b"q2n/q") == b"3"
+
+
+def test_cold_start_predicted_then_observed(store: Store) -> None:
+    mem = Q2EMemory(store)
+    mem.index_entities(
+        [
+            entity("ar1", "Taylor Swift", "artist", popularity=0.9, genres=["Pop"]),
+            entity("tr1", "Love Story", "track", "Taylor Swift", popularity=0.8),
+            entity("tr2", "Rain", "track", "Someone Else", genres=["pop"], popularity=0.1),
+        ]
+    )
+    first = mem.scores("Taylor", T0)
+    assert [(s.entity_id, s.source) for s in first] == [("ar1", "predicted"), ("tr1", "predicted")]
+    assert first[0].score == pytest.approx(0.1 * 1.0 * 0.95)  # title match
+    assert first[1].score == pytest.approx(0.1 * 0.8 * 0.9)  # artist match
+    assert {s.entity_id for s in mem.scores("pop", T0)} == {"ar1", "tr2"}
+    mem.record("taylor", ["ar1"], [("ar1", "click", T0)], T0)
+    after = mem.scores("TAYLOR ", T0)
+    assert (after[0].entity_id, after[0].source) == ("ar1", "observed")
+    assert after[0].score > first[0].score
+    assert [s.source for s in after] == ["observed", "predicted"]
+
+
+def test_observed_engagement_overrides_predicted_popularity(store: Store) -> None:
+    mem = Q2EMemory(store)
+    mem.index_entity(entity("popular", "Taylor Swift", "artist", popularity=1.0))
+    mem.index_entity(entity("niche", "Taylor Swift Tribute", "playlist", popularity=0.05))
+    assert [s.entity_id for s in mem.scores("taylor swift", T0)] == ["popular", "niche"]
+    for i in range(3):
+        mem.record("taylor swift", ["niche"], [("niche", "click", T0 + i)], T0 + i)
+    ranked = mem.scores("taylor swift", T0 + 10)
+    assert [(s.entity_id, s.source) for s in ranked] == [
+        ("niche", "observed"),
+        ("popular", "predicted"),
+    ]
+    # shown and ignored: the observation replaces the prediction, ranking it lower
+    mem.record("taylor swift", ["popular"], [], T0 + 11)
+    assert mem.scores("taylor swift", T0 + 12)[1] == ("popular", 0.0, "observed")
+
+
+def test_reindexing_removes_stale_tokens(store: Store) -> None:
+    mem = Q2EMemory(store)
+    mem.index_entity(entity("t", "Old Name", popularity=0.5))
+    mem.index_entity(entity("t", "New Name", popularity=0.5))
+    assert mem.scores("old", T0) == []
+    assert [s.entity_id for s in mem.scores("new", T0)] == ["t"]
+    with pytest.raises(ValueError, match="popularity"):
+        mem.index_entity(entity("bad", "X", popularity=2))
+    with pytest.raises(ValueError, match="type"):
+        mem.index_entity(entity("bad", "X", "song"))
+
+
+def test_record_is_one_atomic_batch(store: Store) -> None:
+    counting = CountingStore(store)
+    mem = Q2EMemory(counting, Q2EConfig(max_entities=2))
+    mem.record("q", ["a", "b", "c"], [("a", "click", T0), ("b", "play", T0)], T0)
+    assert len(counting.batches) == 1
+    assert sum(v is None for v in counting.batches[0].values()) == 1  # c evicted, same batch
+    mem.record("q", ["d"], [("d", "purchase", T0)], T0 + 1)
+    assert len(counting.batches) == 2
+    mem.record("!!!", ["a"], [], T0)  # normalizes to nothing: no write
+    mem.record("q", [], [], T0)
+    assert len(counting.batches) == 2
+
+
+def test_rocks_store_keeps_the_memory_on_reopen(tmp_path: Path) -> None:
+    first = RocksStore(tmp_path / "db")
+    mem = Q2EMemory(first)
+    mem.index_entity(entity("ar1", "Taylor Swift", "artist", popularity=0.9))
+    mem.record("tayler", ["tr9"], [("tr9", "play", T0)], T0)
+    before = mem.scores("tayler", T0) + mem.scores("taylor", T0)
+    first.close()
+    again = RocksStore(tmp_path / "db")
+    reopened = Q2EMemory(again)
+    assert reopened.scores("tayler", T0) + reopened.scores("taylor", T0) == before
+    again.close()
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="half_life_ms"):
+        Q2EConfig(half_life_ms=0)
+    with pytest.raises(ValueError, match="max_entities"):
+        Q2EConfig(max_entities=0)
