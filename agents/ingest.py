@@ -1,7 +1,7 @@
 """Ingest agents: validate every impression and action; route bad input to the dead-letter topic.
 
-Accepted events are handed to ``on_impression`` / ``on_action`` callbacks (the join, once it
-exists); the stream never stops on bad input.
+Accepted events (validated JSON objects) are handed, with their Kafka message, to the
+``on_impression`` / ``on_action`` callbacks (the join); the stream never stops on bad input.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ import faust
 from agents.dead_letters import send_dead_letter
 from agents.metrics import EVENT_BYTES, EVENTS_CONSUMED
 from schemas.contracts import Contract
-from schemas.records import SearchImpression, UserAction
 from schemas.validation import Rejection, decode
 from streams.settings import Settings
 from streams.topics import Topics
 
-ImpressionHandler = Callable[[SearchImpression], Awaitable[None]]
-ActionHandler = Callable[[UserAction], Awaitable[None]]
+#: Called with the validated event and the Kafka message it came in.
+Handler = Callable[[dict[str, Any], Any], Awaitable[None]]
 
 
-async def _noop(_: Any) -> None:
+async def _noop(event: dict[str, Any], message: Any) -> None:
     return None
 
 
@@ -32,19 +31,13 @@ def register_ingest(
     topics: Topics,
     settings: Settings,
     *,
-    on_impression: ImpressionHandler = _noop,
-    on_action: ActionHandler = _noop,
+    on_impression: Handler = _noop,
+    on_action: Handler = _noop,
 ) -> None:
     """Declare the two ingest agents on ``app``."""
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
 
-    async def consume(
-        stream: Any,
-        contract: Contract,
-        logical: str,
-        handle: Callable[[Any], Awaitable[None]],
-        build: Any,
-    ) -> None:
+    async def consume(stream: Any, contract: Contract, logical: str, handle: Handler) -> None:
         async for event in stream.events():
             message = event.message
             raw = message.value
@@ -63,7 +56,7 @@ def register_ingest(
                 )
                 continue
             EVENTS_CONSUMED.labels(logical, "accepted").inc()
-            await handle(build(result))
+            await handle(result, message)
 
     impressions = app.topic(topics.impressions.name, partitions=topics.impressions.partitions)
     actions = app.topic(topics.actions.name, partitions=topics.actions.partitions)
@@ -75,9 +68,8 @@ def register_ingest(
             Contract.SEARCH_IMPRESSION,
             "impressions",
             on_impression,
-            SearchImpression.from_dict,
         )
 
     @app.agent(actions, name="ltrr.ingest.actions")
     async def ingest_actions(stream: Any) -> None:
-        await consume(stream, Contract.USER_ACTION, "actions", on_action, UserAction.from_dict)
+        await consume(stream, Contract.USER_ACTION, "actions", on_action)

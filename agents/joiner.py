@@ -274,4 +274,3 @@ def _b64(data: bytes | None) -> str | None:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "ltrr_events_consumed_total",
@@ -19,4 +19,52 @@ EVENT_BYTES = Histogram(
     "Size of consumed event values, bytes.",
     ["topic"],
     buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304),
+)
+
+JOIN_EVENTS = Counter(
+    "ltrr_join_events_total",
+    "Join outcomes: opened, joined, duplicate, buffered (action before impression), late, "
+    "closed, closed_default, orphan, forgotten.",
+    ["outcome"],
+)
+REWARDS = Counter("ltrr_rewards_total", "Rewards emitted by the join, by chosen plan.", ["plan"])
+REWARD_SUM = Counter(
+    "ltrr_reward_sum_total", "Sum of emitted rewards by chosen plan (unitless).", ["plan"]
+)
+LATE_ACTIONS = Counter(
+    "ltrr_late_actions_total", "Actions that arrived after their reward window closed."
+)
+ORPHAN_ACTIONS = Counter(
+    "ltrr_orphan_actions_total", "Actions whose impression never arrived within the window."
+)
+OUTBOX_PENDING = Gauge(
+    "ltrr_join_outbox_pending", "Rewards and dead letters waiting for the broker's ack."
+)
+JOIN_STATE = Gauge(
+    "ltrr_join_state_entries", "Pending deadlines in the join state (windows, orphans, late)."
+)
+LEARNER_EXAMPLES = Counter(
+    "ltrr_learner_examples_total",
+    "Rewards seen by the learner by model and verdict (learned, late, duplicate, replayed, "
+    "invalid).",
+    ["model", "verdict"],
+)
+LEARNER_LOSS = Gauge(
+    "ltrr_learner_average_loss",
+    "Progressive-validation average cost (IPS) of the learned policy; lower is better.",
+    ["model"],
+)
+MODEL_VERSION = Gauge("ltrr_model_version", "Latest published snapshot version.", ["model"])
+SNAPSHOT_BYTES = Gauge("ltrr_snapshot_bytes", "Size of the latest snapshot model.", ["model"])
+SNAPSHOT_PUBLISH = Histogram(
+    "ltrr_snapshot_publish_seconds",
+    "Time to encode, sign and publish a snapshot.",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CHECKPOINTS = Counter("ltrr_learner_checkpoints_total", "Learner checkpoints written.")
+Q2E_RECORDS = Counter(
+    "ltrr_q2e_records_total",
+    "Rewards folded into the Q2E memory, by kind (on_time, late).",
+    ["kind"],
 )

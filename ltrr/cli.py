@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from schemas.exceptions import LtrrError
 from streams.settings import Settings
@@ -41,6 +42,31 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="partitions of the keyed topics (LTRR_PARTITIONS; default 4)",
     )
+
+
+#: Learning-loop flags of ``ltrr worker``: (flag, type, help). Each maps to the setting of the
+#: same name (dashes -> underscores) and its LTRR_* variable. The snapshot signing key is
+#: deliberately not a flag (it would show in process lists): use LTRR_SNAPSHOT_KEY.
+WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
+    ("--reward-window-s", float, "seconds an impression collects actions (600)"),
+    (
+        "--late-horizon-s",
+        float,
+        "seconds a closed impression still accepts late actions for Q2E (86400)",
+    ),
+    ("--join-tick-s", float, "how often due windows close and rewards are sent (1.0)"),
+    ("--reward-weights", str, "action weights, e.g. 'click=0.5,play=1,skip=-0.2'"),
+    ("--reward-aggregation", str, "max | sum | earliest (max)"),
+    ("--default-reward", float, "reward when no action arrives (0)"),
+    ("--play-min-seconds", float, "a play counts from this many seconds; 0 = any (30)"),
+    ("--vw-args", str, "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr)"),
+    ("--checkpoint-every", int, "checkpoint the learner every N examples (1000)"),
+    ("--checkpoint-interval-s", float, "... or every T seconds (5)"),
+    ("--snapshot-every", int, "publish a snapshot every N learned examples (1000)"),
+    ("--snapshot-interval-s", float, "... or every T seconds (30)"),
+    ("--snapshot-key-id", str, "name of the snapshot signing key (k1)"),
+    ("--q2e-half-life-hours", float, "half-life of Q2E engagement (168)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,11 +161,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="larger events are dead-lettered as oversized (LTRR_MAX_EVENT_BYTES; default 262144)",
     )
+    for flag, kind, text in WORKER_TUNING:
+        worker.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
     worker.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log level (LTRR_LOG_LEVEL; default info)",
     )
+    offline = sub.add_parser(
+        "learn-offline",
+        help="train a model from a file of reward (DSJSON) lines, as the worker does",
+        description="Learn every reward line of FILE in order, exactly as `ltrr worker` does "
+        "(late rewards and duplicate EventIds are skipped), print a JSON report, optionally "
+        "write the model and compare it byte for byte with another model file (for example a "
+        "snapshot). Exit status 3 when the comparison finds a difference.",
+    )
+    offline.add_argument("file", type=Path, help="reward lines, one JSON object per line")
+    offline.add_argument(
+        "--vw-args",
+        help="Vowpal Wabbit arguments (default: ltrr's); write as --vw-args='--cb_explore_adf ...'",
+    )
+    offline.add_argument("--model", default="default", help="model key to write (default)")
+    offline.add_argument("-o", "--output", type=Path, help="write the model here")
+    offline.add_argument(
+        "--compare",
+        type=Path,
+        metavar="MODEL",
+        help="model file to compare with (exit 3 unless identical)",
+    )
+
     demo = sub.add_parser(
         "demo",
         help="the main job: broker + worker + traffic, live progress, summary",
@@ -171,6 +221,10 @@ def load_settings(args: argparse.Namespace) -> Settings:
         web_port=getattr(args, "web_port", None),
         max_event_bytes=getattr(args, "max_event_bytes", None),
         log_level=getattr(args, "log_level", None),
+        **{
+            flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
+            for flag, _, _ in WORKER_TUNING
+        },
     )
 
 
@@ -243,6 +297,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_learn_offline(args: argparse.Namespace) -> int:
+    import shlex
+
+    from agents.learning import DEFAULT_VW_ARGS
+    from ltrr.offline import learn_offline
+
+    vw_args = tuple(shlex.split(args.vw_args)) if args.vw_args else DEFAULT_VW_ARGS
+    return learn_offline(args.file, vw_args, args.model, args.output, args.compare)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ltrr.demo import main_demo
 
@@ -252,7 +316,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main_demo(args.events, args.rate, args.seed, args.broken_share, args.out)
 
 
-COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "demo": cmd_demo}
+COMMANDS = {
+    "broker": cmd_broker,
+    "topics": cmd_topics,
+    "worker": cmd_worker,
+    "demo": cmd_demo,
+    "learn-offline": cmd_learn_offline,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

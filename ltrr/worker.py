@@ -7,7 +7,7 @@ import logging
 import faust
 from faust.worker import Worker
 
-from agents.ingest import register_ingest
+from agents.loop import register_learning_loop
 from streams.admin import create_topics
 from streams.app import create_app
 from streams.settings import Settings
@@ -19,7 +19,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     """The Faust app with every agent and ops page registered."""
     topics = Topics.from_settings(settings)
     app = create_app(settings)
-    register_ingest(app, topics, settings)
+    register_learning_loop(app, topics, settings)
     register_ops_pages(app)
     return app
 

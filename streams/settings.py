@@ -52,6 +52,43 @@ class Settings:
     session_timeout_s: float = 10.0
     #: Consumer-group rebalance timeout, seconds: how long a join may wait for members.
     rebalance_timeout_s: float = 10.0
+    #: Reward window: how long an impression collects actions (and orphan actions wait for
+    #: their impression), seconds.
+    reward_window_s: float = 600.0
+    #: How long a closed impression is remembered so late actions still reach Q2E, seconds.
+    late_horizon_s: float = 86_400.0
+    #: How often the join closes due windows and sends pending rewards, seconds.
+    join_tick_s: float = 1.0
+    #: Reward weight overrides, ``type=weight`` comma-separated (defaults: click=0.5, play=1,
+    #: like=1, add_to_favorites=1, add_to_playlist=1, share=1, purchase=1, skip=-0.2).
+    reward_weights: str = ""
+    #: How an impression's actions combine: max, sum (clipped) or earliest.
+    reward_aggregation: str = "max"
+    #: Reward of an impression with no action in its window.
+    default_reward: float = 0.0
+    #: A play counts only if it lasted this many seconds (0 = any play counts).
+    play_min_seconds: float = 30.0
+    #: Clip range of the ``sum`` aggregation.
+    reward_clip_min: float = -1.0
+    reward_clip_max: float = 1.0
+    #: Vowpal Wabbit arguments of every model (empty = ltrr's default,
+    #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr``).
+    vw_args: str = ""
+    #: Checkpoint the learner (model + offsets, atomically) every N examples ...
+    checkpoint_every: int = 1000
+    #: ... or every T seconds, whichever comes first.
+    checkpoint_interval_s: float = 5.0
+    #: Publish a model snapshot every N learned examples ...
+    snapshot_every: int = 1000
+    #: ... or every T seconds when something was learned.
+    snapshot_interval_s: float = 30.0
+    #: HMAC key that signs snapshots (retrieval workers verify with the same key). Set your own
+    #: secret in production; the default is for local use only.
+    snapshot_key: str = "ltrr-dev-only-key"
+    #: Name of the signing key, so keys can be rotated (workers may accept several).
+    snapshot_key_id: str = "k1"
+    #: Half-life of Q2E engagement, hours.
+    q2e_half_life_hours: float = 168.0
     #: Log level of the worker: debug, info, warning, error.
     log_level: str = "info"
 
@@ -84,6 +121,8 @@ class Settings:
             "dlq_retention_hours",
             "max_event_bytes",
             "max_message_bytes",
+            "checkpoint_every",
+            "snapshot_every",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -91,6 +130,22 @@ class Settings:
             raise SettingsError(f"web_port must be a TCP port (0-65535), got {self.web_port}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"log_level must be debug|info|warning|error, got {self.log_level}")
+        for name in (
+            "reward_window_s",
+            "late_horizon_s",
+            "join_tick_s",
+            "checkpoint_interval_s",
+            "snapshot_interval_s",
+            "q2e_half_life_hours",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.reward_aggregation not in ("max", "sum", "earliest"):
+            raise SettingsError(
+                f"reward_aggregation must be max|sum|earliest, got {self.reward_aggregation}"
+            )
+        if not self.snapshot_key:
+            raise SettingsError("snapshot_key is empty; set LTRR_SNAPSHOT_KEY to a secret")
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
 

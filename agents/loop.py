@@ -1,0 +1,273 @@
+"""The learning loop wired onto Faust: join, reward, learn, snapshot, remember (Q2E).
+
+Agents stay thin: they hand events to the pure state machines (``Joiner``, ``Learners``,
+``Q2EMemory``), send what those produce, and count. State lives in RocksDB under the worker's
+data directory, one database per concern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+
+from agents import metrics as m
+from agents.dead_letters import send_dead_letter
+from agents.ingest import register_ingest
+from agents.joiner import JoinConfig, Joiner, Source
+from agents.learning import DEFAULT_VW_ARGS, Learners
+from agents.reward import RewardConfig
+from agents.snapshots import SnapshotPolicy, SnapshotPublisher
+from schemas.contracts import Contract
+from schemas.exceptions import ContractError
+from schemas.validation import Rejection, check
+from state.q2e import Q2EConfig, Q2EMemory
+from state.store import Batch, RocksStore, Store
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class OffsetStore:
+    """A ``Store`` that adds the consumed offset to the next write, so a Q2E update and the
+    offset it covers are stored in the same atomic batch."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.extra: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.inner.get(key)
+
+    def write(self, batch: Batch) -> None:
+        self.inner.write({**batch, **self.extra})
+        self.extra = {}
+
+    def scan(self, prefix: bytes) -> Any:
+        return self.inner.scan(prefix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class LoopParts:
+    """The worker's state machines and their stores."""
+
+    joiner: Joiner
+    learners: Learners
+    publisher: SnapshotPublisher
+    memory: Q2EMemory
+    memory_store: OffsetStore
+    stores: tuple[Store, ...]
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+def reward_config(settings: Settings) -> RewardConfig:
+    return RewardConfig(
+        weights=RewardConfig.parse_weights(settings.reward_weights),
+        aggregation=settings.reward_aggregation,  # type: ignore[arg-type]
+        default_reward=settings.default_reward,
+        play_min_seconds=settings.play_min_seconds or None,
+        clip_min=settings.reward_clip_min,
+        clip_max=settings.reward_clip_max,
+    )
+
+
+def vw_args(settings: Settings) -> tuple[str, ...]:
+    return tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
+
+
+def build_parts(settings: Settings, topics: Topics) -> LoopParts:
+    root = Path(settings.data_dir)
+    join_store, learner_store = RocksStore(root / "join"), RocksStore(root / "learner")
+    memory_store = OffsetStore(RocksStore(root / "q2e"))
+    joiner = Joiner(
+        join_store,
+        JoinConfig(
+            window_ms=int(settings.reward_window_s * 1000),
+            late_horizon_ms=int(settings.late_horizon_s * 1000),
+        ),
+        reward_config(settings),
+    )
+    learners = Learners(learner_store, vw_args(settings))
+    publisher = SnapshotPublisher(
+        learners,
+        SnapshotPolicy(
+            every_examples=settings.snapshot_every,
+            interval_s=settings.snapshot_interval_s,
+            key_id=settings.snapshot_key_id,
+            key=settings.snapshot_key.encode(),
+            max_message_bytes=settings.max_message_bytes,
+        ),
+        topics.rewards.name,
+    )
+    memory = Q2EMemory(
+        memory_store, Q2EConfig(half_life_ms=int(settings.q2e_half_life_hours * 3_600_000))
+    )
+    return LoopParts(
+        joiner, learners, publisher, memory, memory_store, (join_store, learner_store, memory_store)
+    )
+
+
+def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -> LoopParts:
+    """Declare every agent and timer of the learning loop on ``app``."""
+    parts = build_parts(settings, topics)
+    rewards = app.topic(topics.rewards.name, partitions=topics.rewards.partitions)
+    dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
+    snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
+    m.JOIN_STATE.set_function(parts.joiner.open_windows)
+
+    # -- join -------------------------------------------------------------------------------
+
+    async def on_impression(event: dict[str, Any], message: Any) -> None:
+        m.JOIN_EVENTS.labels(parts.joiner.on_impression(event, now_ms()).verdict).inc()
+
+    async def on_action(event: dict[str, Any], message: Any) -> None:
+        source = Source(
+            message.topic,
+            message.partition,
+            message.offset,
+            None if message.timestamp is None else int(message.timestamp * 1000),
+            message.key,
+            message.value,
+        )
+        effect = parts.joiner.on_action(event, source, now_ms())
+        m.JOIN_EVENTS.labels(effect.verdict).inc()
+        if effect.verdict == "late":
+            m.LATE_ACTIONS.inc()
+
+    register_ingest(app, topics, settings, on_impression=on_impression, on_action=on_action)
+    outbox_lock = asyncio.Lock()
+
+    async def flush_outbox() -> None:
+        async with outbox_lock:
+            pending = list(parts.joiner.outbox())
+            m.OUTBOX_PENDING.set(len(pending))
+            for entry in pending:
+                topic = rewards if entry.topic == "rewards" else dlq
+                headers = [("ltrr-dlq-reason", b"orphan_action")] if entry.topic == "dlq" else []
+                fut = await topic.send(key=entry.key, value=entry.value, headers=headers)
+                await fut
+                parts.joiner.sent(entry)
+                if entry.kind == "reward":
+                    reward = orjson.loads(entry.value)["ltrr"]
+                    m.REWARDS.labels(reward["plan_id"]).inc()
+                    m.REWARD_SUM.labels(reward["plan_id"]).inc(reward["reward"])
+                elif entry.kind == "orphan_action":
+                    m.ORPHAN_ACTIONS.inc()
+                    m.DLQ_EVENTS.labels("actions", "orphan_action").inc()
+            m.OUTBOX_PENDING.set(0)
+
+    @app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")
+    async def join_tick() -> None:
+        for effect in parts.joiner.expire(now_ms()):
+            m.JOIN_EVENTS.labels(effect.verdict).inc()
+        await flush_outbox()
+
+    # -- learn + snapshot -----------------------------------------------------------------
+
+    unacked: list[Any] = []
+    since_checkpoint = 0
+    checkpoint_lock = asyncio.Lock()
+
+    async def checkpoint(force_snapshot: bool = False) -> None:
+        nonlocal since_checkpoint
+        async with checkpoint_lock:
+            parts.learners.checkpoint()
+            m.CHECKPOINTS.inc()
+            for event in unacked:
+                event.ack()
+            unacked.clear()
+            since_checkpoint = 0
+            for name in parts.learners.models:
+                m.LEARNER_LOSS.labels(name).set(parts.learners.average_loss(name))
+            for name in parts.publisher.due(force=force_snapshot):
+                await publish(name)
+
+    async def publish(name: str) -> None:
+        started = time.perf_counter()
+        version, messages, size = parts.publisher.encode(name, now_ms())
+        for key, value in messages:
+            fut = await snapshots.send(key=key, value=value)
+            await fut
+        m.MODEL_VERSION.labels(name).set(version)
+        m.SNAPSHOT_BYTES.labels(name).set(size)
+        m.SNAPSHOT_PUBLISH.labels(name).observe(time.perf_counter() - started)
+        log.info(
+            "published snapshot %s v%d (%d bytes, %d messages)", name, version, size, len(messages)
+        )
+
+    @app.agent(rewards, name="ltrr.learner")
+    async def learn(stream: Any) -> None:
+        nonlocal since_checkpoint
+        async for event in stream.noack().events():
+            message = event.message
+            verdict = parts.learners.learn(message.value, message.partition, message.offset)
+            m.LEARNER_EXAMPLES.labels(verdict.model or "unknown", verdict.kind).inc()
+            if verdict.kind == "invalid":
+                await send_dead_letter(
+                    dlq,
+                    "rewards",
+                    message,
+                    Rejection("invalid_value", verdict.detail),
+                    max_message_bytes=settings.max_message_bytes,
+                )
+            unacked.append(event)
+            since_checkpoint += verdict.kind == "learned"
+            if since_checkpoint >= settings.checkpoint_every:
+                await checkpoint()
+
+    @app.timer(interval=settings.checkpoint_interval_s, name="ltrr.learner.checkpoint")
+    async def checkpoint_tick() -> None:
+        if unacked or parts.publisher.due():
+            await checkpoint()
+
+    # -- remember (Q2E) -------------------------------------------------------------------
+
+    @app.agent(rewards, name="ltrr.q2e")
+    async def remember(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            position_key = f"offset/{message.partition}".encode()
+            position = parts.memory_store.get(position_key)
+            if position is not None and message.offset < int(position):
+                continue
+            try:
+                reward = orjson.loads(message.value)
+                check(Contract.REWARD, reward)
+            except (orjson.JSONDecodeError, ContractError, AttributeError):
+                continue  # the learner dead-letters invalid rewards
+            part = reward["ltrr"]
+            parts.memory_store.extra = {position_key: str(message.offset + 1).encode()}
+            parts.memory.record(
+                part["query"],
+                part["shown"],
+                [(a["entity_id"], a["type"], a["timestamp_ms"]) for a in part["actions"]],
+                _timestamp_ms(reward["Timestamp"]),
+            )
+            if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
+                parts.memory_store.write({})
+            m.Q2E_RECORDS.labels("late" if part["late"] else "on_time").inc()
+
+    return parts
+
+
+def _timestamp_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
