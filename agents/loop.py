@@ -177,9 +177,13 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
 
     @app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")
     async def join_tick() -> None:
-        for effect in parts.joiner.expire(now_ms()):
-            m.JOIN_EVENTS.labels(effect.verdict).inc()
-        await flush_outbox()
+        try:
+            for effect in parts.joiner.expire(now_ms()):
+                m.JOIN_EVENTS.labels(effect.verdict).inc()
+            await flush_outbox()
+        except Exception:  # keep the worker alive; the outbox is retried next tick
+            m.LOOP_ERRORS.labels("join").inc()
+            log.exception("join tick failed; retrying on the next tick")
 
     # -- learn + snapshot -----------------------------------------------------------------
 
@@ -236,8 +240,12 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
 
     @app.timer(interval=settings.checkpoint_interval_s, name="ltrr.learner.checkpoint")
     async def checkpoint_tick() -> None:
-        if unacked or parts.publisher.due():
-            await checkpoint()
+        try:
+            if unacked or parts.publisher.due():
+                await checkpoint()
+        except Exception:  # keep the worker alive; unacked rewards stay unacked
+            m.LOOP_ERRORS.labels("checkpoint").inc()
+            log.exception("checkpoint failed; retrying on the next tick")
 
     # -- remember (Q2E) -------------------------------------------------------------------
 

@@ -28,8 +28,15 @@ JOIN_EVENTS = Counter(
     ["outcome"],
 )
 REWARDS = Counter("ltrr_rewards_total", "Rewards emitted by the join, by chosen plan.", ["plan"])
-REWARD_SUM = Counter(
-    "ltrr_reward_sum_total", "Sum of emitted rewards by chosen plan (unitless).", ["plan"]
+REWARD_SUM = Gauge(
+    "ltrr_reward_sum",
+    "Sum of emitted rewards by chosen plan (unitless; rewards may be negative, so a gauge).",
+    ["plan"],
+)
+LOOP_ERRORS = Counter(
+    "ltrr_loop_errors_total",
+    "Unexpected errors in a periodic task, which retries on its next tick.",
+    ["task"],
 )
 LATE_ACTIONS = Counter(
     "ltrr_late_actions_total", "Actions that arrived after their reward window closed."

@@ -1,0 +1,52 @@
+"""Produce scripted traffic and read back rewards, dead letters and snapshots."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer
+
+from schemas.snapshot import Loaded, SnapshotAssembler
+
+
+def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:
+    """Every record of ``topic`` from the beginning, in partition-then-offset order."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=idle_ms,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    records = list(consumer)
+    consumer.close()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def rewards(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_topic(bootstrap, topic)]
+
+
+def latest_snapshot(bootstrap: str, topic: str, key: bytes) -> Loaded | None:
+    assembler = SnapshotAssembler({"k1": key})
+    loaded = None
+    for record in read_topic(bootstrap, topic):
+        result = assembler.feed(record.key, record.value)
+        if isinstance(result, Loaded):
+            loaded = result
+    return loaded
+
+
+def wait_for(fetch: Any, done: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    value = fetch()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}: {value!r}")
+        time.sleep(0.5)
+        value = fetch()
+    return value

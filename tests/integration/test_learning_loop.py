@@ -1,0 +1,159 @@
+"""End to end through a real broker: N impressions with duplicate, out-of-order, late and
+orphan actions give exactly N rewards with the expected values, the orphan is dead-lettered,
+and the model learned through Kafka is byte-identical to ``ltrr learn-offline`` on the
+rewards topic."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from kafka import KafkaProducer
+
+from agents.reward import RewardConfig, compute_reward
+from schemas.dead_letter import original_bytes
+from schemas.records import UserAction
+from tests.events import action, impression
+from tests.integration.loop_helpers import latest_snapshot, read_topic, rewards, wait_for
+from tests.integration.processes import worker
+
+N = 40
+KEY = b"ltrr-dev-only-key"
+LOOP_FLAGS = (
+    "--reward-window-s",
+    "3",
+    "--join-tick-s",
+    "0.2",
+    "--checkpoint-interval-s",
+    "0.5",
+    "--snapshot-interval-s",
+    "1",
+    "--play-min-seconds",
+    "10",
+)
+
+
+def script(seed: int = 5) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
+    """Impressions, the actions each should end up with, and early (out-of-order) actions."""
+    rng = random.Random(seed)
+    impressions, actions, early = [], {}, []
+    for i in range(N):
+        iid = f"imp-{i}"
+        kind = rng.choice(["exact", "mood", "typo"])
+        chosen = rng.randrange(5)
+        impressions.append(
+            impression(iid, chosen=chosen, context={"c": {"kind": kind, "i": i % 7}})
+        )
+        acts = []
+        for j in range(rng.choice([0, 1, 1, 2])):
+            kind_ = rng.choice(["click", "play", "like", "skip"])
+            acts.append(
+                action(
+                    f"{iid}-a{j}",
+                    iid,
+                    type=kind_,
+                    entity_id="track-1",
+                    value=rng.choice([5.0, 60.0]) if kind_ == "play" else None,
+                    timestamp_ms=1_795_000_000_000 + j,
+                )
+            )
+        actions[iid] = acts
+        if acts and i % 5 == 0:
+            early.append(acts[0])
+    return impressions, actions, early
+
+
+def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    impressions, actions, early = script()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+
+    def send(topic: str, event: dict) -> None:
+        producer.send(
+            prefix + topic, key=event["impression_id"].encode(), value=orjson.dumps(event)
+        )
+
+    with worker(bootstrap, prefix, tmp_path / "state", *LOOP_FLAGS) as w:
+        for act in early:  # actions before their impression
+            send("actions", act)
+        orphan = action("orphan-1", "never-shown")
+        send("actions", orphan)
+        producer.flush()
+        time.sleep(1.0)
+        for imp in impressions:
+            send("impressions", imp)
+        producer.flush()
+        time.sleep(0.5)
+        for iid, acts in actions.items():
+            for act in acts:
+                if act not in early:
+                    send("actions", act)
+            if acts:
+                send("actions", acts[0])  # a duplicate of every first action
+        producer.flush()
+
+        got = wait_for(
+            lambda: rewards(bootstrap, prefix + "rewards"),
+            lambda rs: len(rs) >= N,
+            60,
+            f"{N} rewards",
+        )
+        # A late action, after the window of imp-1 closed.
+        late = action("late-1", "imp-1", type="like")
+        send("actions", late)
+        producer.flush()
+        got = wait_for(
+            lambda: rewards(bootstrap, prefix + "rewards"),
+            lambda rs: len(rs) >= N + 1,
+            30,
+            "the late reward",
+        )
+
+        on_time = [r for r in got if not r["ltrr"]["late"]]
+        late_rewards = [r for r in got if r["ltrr"]["late"]]
+        assert sorted(r["EventId"] for r in on_time) == sorted(
+            i["impression_id"] for i in impressions
+        )
+        cfg = RewardConfig(play_min_seconds=10)
+        for r in on_time:
+            expected = compute_reward([UserAction.from_dict(a) for a in actions[r["EventId"]]], cfg)
+            assert r["ltrr"]["reward"] == expected.reward, r["EventId"]
+            assert r["ltrr"]["default_reward"] == expected.default
+            assert len(r["ltrr"]["actions"]) == len(actions[r["EventId"]])  # deduplicated
+        assert [(r["EventId"], r["_skipLearn"]) for r in late_rewards] == [("imp-1", True)]
+
+        letters = wait_for(
+            lambda: [orjson.loads(r.value) for r in read_topic(bootstrap, prefix + "dlq")],
+            lambda ls: len(ls) >= 1,
+            30,
+            "the orphan dead letter",
+        )
+        assert [letter["reason"] for letter in letters] == ["orphan_action"]
+        assert orjson.loads(original_bytes(letters[0])) == orphan
+
+        snapshot = wait_for(
+            lambda: latest_snapshot(bootstrap, prefix + "snapshots", KEY),
+            lambda s: s is not None and s.header["examples_learned"] == N,
+            60,
+            f"a snapshot covering {N} examples",
+        )
+        assert w.alive
+
+    dump = tmp_path / "rewards.json"
+    dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, prefix + "rewards")))
+    model = tmp_path / "snapshot.vw"
+    model.write_bytes(snapshot.model_bytes)
+    result = subprocess.run(
+        [sys.executable, "-m", "ltrr.cli", "learn-offline", str(dump), "--compare", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = orjson.loads(result.stdout)
+    assert report["identical_to"]["identical"] is True, result.stdout
+    assert report["learned"] == N and report["late"] == 1
+    assert result.returncode == 0
+    producer.close()
