@@ -28,8 +28,8 @@ from agents.reward import RewardConfig
 from agents.snapshots import SnapshotPolicy, SnapshotPublisher
 from schemas.contracts import Contract
 from schemas.exceptions import ContractError
-from schemas.validation import Rejection, check
-from state.q2e import Q2EConfig, Q2EMemory
+from schemas.validation import Rejection, check, decode
+from state.q2e import Q2EConfig, Q2EMemory, normalize_query
 from state.store import Batch, RocksStore, Store
 from streams.settings import Settings
 from streams.topics import Topics
@@ -273,6 +273,55 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
                 parts.memory_store.write({})
             m.Q2E_RECORDS.labels("late" if part["late"] else "on_time").inc()
+
+    # -- catalog: cold-start Q2E predictions for new entities -------------------------------
+
+    catalog = app.topic(topics.catalog.name, partitions=topics.catalog.partitions)
+
+    @app.agent(catalog, name="ltrr.catalog")
+    async def index_catalog(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            if message.value is None:  # a compaction tombstone: the entity was deleted
+                m.CATALOG_EVENTS.labels("deleted").inc()
+                continue
+            result = decode(
+                Contract.CATALOG_ENTITY,
+                message.value,
+                key=message.key,
+                key_field="id",
+                max_bytes=settings.max_event_bytes,
+            )
+            if isinstance(result, Rejection):
+                m.CATALOG_EVENTS.labels("rejected").inc()
+                await send_dead_letter(
+                    dlq, "catalog", message, result, max_message_bytes=settings.max_message_bytes
+                )
+                continue
+            parts.memory.index_entity(result)
+            m.CATALOG_EVENTS.labels("indexed").inc()
+
+    # -- Q2E view for retrieval workers ---------------------------------------------------
+
+    @app.page("/q2e")
+    async def q2e_view(web: Any, request: Any) -> Any:
+        query = request.query.get("query", "")
+        try:
+            k = int(request.query.get("k", "50"))
+        except ValueError:
+            k = -1
+        if not query.strip() or not 1 <= k <= 1000:
+            return web.json({"error": "give ?query=TEXT and optionally k=1..1000"}, status=400)
+        scores = parts.memory.scores(query, now_ms(), k)
+        return web.json(
+            {
+                "query": query,
+                "normalized": normalize_query(query),
+                "scores": [
+                    {"entity_id": s.entity_id, "score": s.score, "source": s.source} for s in scores
+                ],
+            }
+        )
 
     return parts
 

@@ -75,3 +75,8 @@ Q2E_RECORDS = Counter(
     "Rewards folded into the Q2E memory, by kind (on_time, late).",
     ["kind"],
 )
+CATALOG_EVENTS = Counter(
+    "ltrr_catalog_events_total",
+    "Catalog messages by outcome: indexed (cold-start Q2E), rejected, deleted.",
+    ["outcome"],
+)

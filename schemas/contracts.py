@@ -24,6 +24,7 @@ class Contract(enum.Enum):
     REWARD = ("reward", 1)
     MODEL_SNAPSHOT = ("model_snapshot", 1)
     DEAD_LETTER = ("dead_letter", 1)
+    CATALOG_ENTITY = ("catalog_entity", 1)
 
     def __init__(self, stem: str, version: int) -> None:
         self.stem = stem

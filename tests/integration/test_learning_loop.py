@@ -87,7 +87,7 @@ def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: P
             send("impressions", imp)
         producer.flush()
         time.sleep(0.5)
-        for iid, acts in actions.items():
+        for acts in actions.values():
             for act in acts:
                 if act not in early:
                     send("actions", act)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import vowpal_wabbit_next as vw
 
-from agents.learning import DEFAULT_VW_ARGS, Learners, LearnerError, learn_lines, workspace
+from agents.learning import DEFAULT_VW_ARGS, LearnerError, Learners, learn_lines, workspace
 from schemas.dsjson import reward_event
 from schemas.records import SearchImpression
 from state.store import MemoryStore, RocksStore
