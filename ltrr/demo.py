@@ -25,6 +25,18 @@ from streams.scrape import scrape, total
 from streams.settings import Settings
 from streams.topics import Topics
 
+#: Short windows and frequent snapshots so a few-minute demo shows the whole loop.
+DEMO_LOOP_FLAGS = (
+    "--reward-window-s",
+    "2",
+    "--join-tick-s",
+    "0.2",
+    "--checkpoint-interval-s",
+    "1",
+    "--snapshot-interval-s",
+    "2",
+)
+
 
 def run_demo(events: int, rate: float, seed: int, broken_share: float, out_dir: Path) -> int:
     """Run the demo; returns the process exit code (0 when every event is accounted for)."""
@@ -35,6 +47,7 @@ def run_demo(events: int, rate: float, seed: int, broken_share: float, out_dir: 
         settings = Settings(broker=broker.bootstrap, partitions=2, data_dir=str(out_dir / "state"))
         create_topics(broker.bootstrap, Topics.from_settings(settings).all())
         worker = WorkerProcess(
+            *DEMO_LOOP_FLAGS,
             "--broker",
             broker.bootstrap,
             "--partitions",
@@ -82,7 +95,7 @@ def _produce_and_watch(
                 _progress(worker, expected)
         producer.flush()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _seen(worker) < expected.total():
+        while time.monotonic() < deadline and not _settled(worker, expected):
             _progress(worker, expected)
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -95,38 +108,65 @@ def _produce_and_watch(
     return expected
 
 
-def _seen(worker: WorkerProcess) -> float:
-    return total(scrape(worker.url), "ltrr_events_consumed_total")
+def _expectations(expected: Counter[str]) -> tuple[int, int, int]:
+    """(events the ingest must accept, dead letters, rewards) for what was produced."""
+    dead = sum(n for key, n in expected.items() if not key.endswith(":ok"))
+    orphans = sum(n for key, n in expected.items() if key.endswith(":orphan_action"))
+    return expected.total() - dead + orphans, dead, expected["impressions:ok"]
+
+
+def _settled(worker: WorkerProcess, expected: Counter[str]) -> bool:
+    samples = scrape(worker.url)
+    accepted, dead, rewards = _expectations(expected)
+    return (
+        total(samples, "ltrr_events_consumed_total", outcome="accepted") >= accepted
+        and total(samples, "ltrr_dlq_events_total") >= dead
+        and total(samples, "ltrr_rewards_total") >= rewards
+        and total(samples, "ltrr_learner_examples_total", verdict="learned") >= rewards
+    )
 
 
 def _progress(worker: WorkerProcess, expected: Counter[str]) -> None:
     samples = scrape(worker.url)
     accepted = total(samples, "ltrr_events_consumed_total", outcome="accepted")
     dlq = total(samples, "ltrr_dlq_events_total")
+    rewards = total(samples, "ltrr_rewards_total")
+    learned = total(samples, "ltrr_learner_examples_total", verdict="learned")
+    version = total(samples, "ltrr_model_version")
     sys.stderr.write(
         f"\r  progress  produced {expected.total():6d}  accepted {accepted:6.0f}  "
-        f"dead-lettered {dlq:4.0f}"
+        f"dead-lettered {dlq:4.0f}  rewards {rewards:5.0f}  learned {learned:5.0f}  "
+        f"model v{version:.0f}"
     )
     sys.stderr.flush()
 
 
 def _report(worker: WorkerProcess, expected: Counter[str]) -> int:
     samples = scrape(worker.url)
-    broken_sent = sum(n for key, n in expected.items() if not key.endswith(":ok"))
-    ok_sent = expected.total() - broken_sent
+    want_accepted, want_dead, want_rewards = _expectations(expected)
     accepted = total(samples, "ltrr_events_consumed_total", outcome="accepted")
     by_reason = {
         labels["reason"]: v for name, labels, v in samples if name == "ltrr_dlq_events_total"
     }
+    rewards = total(samples, "ltrr_rewards_total")
+    learned = total(samples, "ltrr_learner_examples_total", verdict="learned")
     say("\nsummary")
-    say(f"  valid events produced   {ok_sent:6d}   accepted by the worker {accepted:6.0f}")
-    say(
-        f"  broken events produced  {broken_sent:6d}   in the dead-letter topic "
-        f"{sum(by_reason.values()):6.0f}"
-    )
+    say(f"  events produced          {expected.total():6d}")
+    say(f"  accepted by the worker   {accepted:6.0f}   (expected {want_accepted})")
+    say(f"  dead-lettered            {sum(by_reason.values()):6.0f}   (expected {want_dead})")
     for reason, count in sorted(by_reason.items()):
         say(f"    {reason:28s} {count:4.0f}")
-    complete = accepted == ok_sent and sum(by_reason.values()) == broken_sent
+    say(f"  rewards (1 per impression) {rewards:4.0f}   (expected {want_rewards})")
+    say(f"  examples learned         {learned:6.0f}")
+    say(f"  model version published  {total(samples, 'ltrr_model_version'):6.0f}")
+    loss = total(samples, "ltrr_learner_average_loss")
+    say(f"  progressive loss (IPS)   {loss:6.3f}")
+    complete = (
+        accepted == want_accepted
+        and sum(by_reason.values()) == want_dead
+        and rewards == want_rewards
+        and learned == want_rewards
+    )
     say("  every event accounted for" if complete else "  MISMATCH: see the worker log")
     return 0 if complete else 1
 

@@ -36,7 +36,8 @@ BREAKAGES = (
 
 @dataclass(frozen=True, slots=True)
 class Produced:
-    """One message to produce: topic suffix, key, value, and the breakage if it is broken."""
+    """One message to produce: topic suffix, key, value, and why it must end in the
+    dead-letter topic (a breakage, or ``orphan_action`` for actions of a broken impression)."""
 
     topic: str
     key: bytes
@@ -89,6 +90,8 @@ def traffic(
         }
         breakage = rng.choice(BREAKAGES) if rng.random() < broken_share else None
         yield _impression(iid, event, breakage)
+        # Actions of a rejected impression are valid events that can never join: orphans.
+        orphan = "orphan_action" if breakage else None
         for j in range(rng.choice((0, 0, 1, 2))):
             action = {
                 "schema_version": 1,
@@ -98,7 +101,7 @@ def traffic(
                 "type": rng.choice(("click", "play", "skip")),
                 "timestamp_ms": start_ms + i * 100 + 50,
             }
-            yield Produced("actions", iid.encode(), orjson.dumps(action))
+            yield Produced("actions", iid.encode(), orjson.dumps(action), orphan)
 
 
 def _impression(iid: str, event: dict[str, object], breakage: str | None) -> Produced:
