@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.brokers.ports import free_port
+from streams.brokers.process import terminate_group
 from streams.exceptions import BrokerError
 
 __all__ = [
@@ -476,7 +477,7 @@ class ApacheKafka:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            _terminate_group(proc, STOP_TIMEOUT_S)
+            terminate_group(proc, STOP_TIMEOUT_S)
         self._bootstrap = None
         if self._owns_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -662,20 +663,6 @@ def _probe(bootstrap: str) -> tuple[bool, str]:
         if node == NODE_ID and not broker.get("is_fenced", False):
             return True, "ready"
     return False, f"broker {NODE_ID} not yet registered/unfenced"
-
-
-def _terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process group of ``proc``, wait ``timeout`` s, then SIGKILL it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-    # Kill stragglers in the group even if the leader already exited.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -6,9 +6,7 @@ and the test suite. Production runs Apache Kafka.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.brokers.ports import free_port, wait_for_port
+from streams.brokers.process import terminate_group
 from streams.exceptions import BrokerError
 
 HOST = "127.0.0.1"
@@ -101,14 +100,8 @@ class TansuBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        if proc is not None:
+            terminate_group(proc, 10.0)
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -50,3 +53,21 @@ def wait_for(fetch: Any, done: Any, timeout_s: float, what: str) -> Any:
         time.sleep(0.5)
         value = fetch()
     return value
+
+
+def learn_offline_against(
+    bootstrap: str, rewards_topic: str, model_bytes: bytes, tmp_path: Path
+) -> tuple[dict[str, Any], int]:
+    """Dump the rewards topic and run ``ltrr learn-offline --compare`` on it against
+    ``model_bytes``: (its JSON report, its exit status)."""
+    dump = tmp_path / "rewards.json"
+    dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, rewards_topic)))
+    model = tmp_path / "snapshot.vw"
+    model.write_bytes(model_bytes)
+    result = subprocess.run(
+        [sys.executable, "-m", "ltrr.cli", "learn-offline", str(dump), "--compare", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return orjson.loads(result.stdout), result.returncode

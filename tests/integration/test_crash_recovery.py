@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,12 @@ import orjson
 from kafka import KafkaProducer
 
 from tests.events import action, impression
-from tests.integration.loop_helpers import latest_snapshot, read_topic, rewards, wait_for
+from tests.integration.loop_helpers import (
+    latest_snapshot,
+    learn_offline_against,
+    rewards,
+    wait_for,
+)
 from tests.integration.processes import worker
 
 N = 300
@@ -85,18 +88,11 @@ def test_kill_9_loses_nothing_and_learns_nothing_twice(
         w.stop()
         producer.close()
 
-    dump = tmp_path / "rewards.json"
-    dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, prefix + "rewards")))
-    model = tmp_path / "snapshot.vw"
-    model.write_bytes(snapshot.model_bytes)
-    result = subprocess.run(
-        [sys.executable, "-m", "ltrr.cli", "learn-offline", str(dump), "--compare", str(model)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    report, returncode = learn_offline_against(
+        bootstrap, prefix + "rewards", snapshot.model_bytes, tmp_path
     )
-    report = orjson.loads(result.stdout)
     assert report["learned"] == N, f"seed {seed}: {report}"
     assert report["identical_to"]["identical"] is True, f"seed {seed}: {report}"
+    assert returncode == 0
     # Resent rewards (crash between send and outbox delete) are duplicates, never new learning.
     assert report.get("duplicate", 0) == len(ids) - N

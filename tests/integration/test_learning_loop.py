@@ -6,8 +6,6 @@ rewards topic."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,13 @@ from agents.reward import RewardConfig, compute_reward
 from schemas.dead_letter import original_bytes
 from schemas.records import UserAction
 from tests.events import action, impression
-from tests.integration.loop_helpers import latest_snapshot, read_topic, rewards, wait_for
+from tests.integration.loop_helpers import (
+    latest_snapshot,
+    learn_offline_against,
+    read_topic,
+    rewards,
+    wait_for,
+)
 from tests.integration.processes import worker
 
 N = 40
@@ -142,18 +146,10 @@ def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: P
         )
         assert w.alive
 
-    dump = tmp_path / "rewards.json"
-    dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, prefix + "rewards")))
-    model = tmp_path / "snapshot.vw"
-    model.write_bytes(snapshot.model_bytes)
-    result = subprocess.run(
-        [sys.executable, "-m", "ltrr.cli", "learn-offline", str(dump), "--compare", str(model)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    report, returncode = learn_offline_against(
+        bootstrap, prefix + "rewards", snapshot.model_bytes, tmp_path
     )
-    report = orjson.loads(result.stdout)
-    assert report["identical_to"]["identical"] is True, result.stdout
+    assert report["identical_to"]["identical"] is True, report
     assert report["learned"] == N and report["late"] == 1
-    assert result.returncode == 0
+    assert returncode == 0
     producer.close()
