@@ -43,11 +43,13 @@ def now_ms() -> int:
 
 class OffsetStore:
     """A ``Store`` that adds the consumed offset to the next write, so a Q2E update and the
-    offset it covers are stored in the same atomic batch."""
+    offset it covers are stored in the same atomic batch, and that remembers what was written
+    so it can be replicated to the Q2E changelog topic."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.extra: dict[bytes, bytes | None] = {}
+        self.written: list[tuple[bytes, bytes | None]] = []
 
     def get(self, key: bytes) -> bytes | None:
         return self.inner.get(key)
@@ -55,6 +57,11 @@ class OffsetStore:
     def write(self, batch: Batch) -> None:
         self.inner.write({**batch, **self.extra})
         self.extra = {}
+        self.written.extend(batch.items())
+
+    def take_written(self) -> list[tuple[bytes, bytes | None]]:
+        out, self.written = self.written, []
+        return out
 
     def scan(self, prefix: bytes) -> Any:
         return self.inner.scan(prefix)
@@ -132,6 +139,13 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
     rewards = app.topic(topics.rewards.name, partitions=topics.rewards.partitions)
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
     snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
+    q2e_changelog = app.topic(topics.q2e.name, partitions=topics.q2e.partitions)
+
+    async def replicate_q2e() -> None:
+        """Send the Q2E rows just written to the changelog retrieval workers replicate."""
+        for key, value in parts.memory_store.take_written():
+            await q2e_changelog.send(key=key, value=value)
+
     m.JOIN_STATE.set_function(parts.joiner.open_windows)
 
     # -- join -------------------------------------------------------------------------------
@@ -272,6 +286,7 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             )
             if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
                 parts.memory_store.write({})
+            await replicate_q2e()
             m.Q2E_RECORDS.labels("late" if part["late"] else "on_time").inc()
 
     # -- catalog: cold-start Q2E predictions for new entities -------------------------------
@@ -299,6 +314,7 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
                 )
                 continue
             parts.memory.index_entity(result)
+            await replicate_q2e()
             m.CATALOG_EVENTS.labels("indexed").inc()
 
     # -- Q2E view for retrieval workers ---------------------------------------------------

@@ -39,6 +39,7 @@ class Topics:
     snapshots: TopicSpec
     catalog: TopicSpec
     dlq: TopicSpec
+    q2e: TopicSpec
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -55,6 +56,8 @@ class Topics:
             # snapshots and catalog keep the newest value per key forever.
             snapshots=TopicSpec(f"{p}snapshots", 1, compacted=True, max_message_bytes=big),
             catalog=TopicSpec(f"{p}catalog", n, compacted=True),
+            # Q2E memory changelog: store key -> row; retrieval workers replicate it.
+            q2e=TopicSpec(f"{p}q2e", n, compacted=True),
             dlq=TopicSpec(
                 f"{p}dlq",
                 1,
@@ -71,4 +74,5 @@ class Topics:
             self.snapshots,
             self.catalog,
             self.dlq,
+            self.q2e,
         )

@@ -65,8 +65,8 @@ def test_ltrr_topics_create_is_idempotent(bootstrap: str, prefix: str) -> None:
     ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
-    assert first.stdout.count("\tcreated\t") == 6
-    assert second.stdout.count("\texists\t") == 6
+    assert first.stdout.count("\tcreated\t") == 7
+    assert second.stdout.count("\texists\t") == 7
     listed = subprocess.run(
         [sys.executable, "-m", "ltrr.cli", "topics", "list", "--broker", bootstrap],
         capture_output=True,
@@ -74,7 +74,7 @@ def test_ltrr_topics_create_is_idempotent(bootstrap: str, prefix: str) -> None:
         timeout=60,
         check=True,
     ).stdout.split()
-    for name in ("impressions", "actions", "rewards", "snapshots", "catalog", "dlq"):
+    for name in ("impressions", "actions", "rewards", "snapshots", "catalog", "dlq", "q2e"):
         assert prefix + name in listed
 
 

@@ -61,6 +61,7 @@ def test_topics_follow_the_settings() -> None:
         "t1.snapshots",
         "t1.catalog",
         "t1.dlq",
+        "t1.q2e",
     ]
     assert topics.impressions.partitions == topics.actions.partitions == 6
     assert topics.snapshots.configs()["cleanup.policy"] == "compact"

@@ -1,0 +1,102 @@
+"""Features of a retrieval decision, as Vowpal Wabbit namespaces (pure).
+
+Context namespace ``c``: query length in tokens and characters, token shape, digits, a script /
+language guess, locale, device, hour of day and day of week (UTC unless the caller sends
+``hour``/``weekday``), query-understanding slots sent by the caller (``slots``: name -> value),
+and numeric user aggregates sent by the caller (``user``: name -> number).
+
+Per-plan namespaces: ``p`` strategy indicators; ``r`` per strategy in the plan, its result
+count relative to its budget and its top score for this query (min-max scaled across
+strategies so scales compare). Feature names are sanitized to what the contracts accept (no
+leading ``_``, no whitespace, ``|`` or ``:``)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from retrieval.plans import PlanSpec
+from retrieval.strategies.base import Candidate
+
+Namespace = dict[str, float | str | bool]
+_BAD = re.compile(r"[\s|:]+")
+
+
+def clean(name: str) -> str:
+    """A feature name the contracts and VW accept."""
+    out = _BAD.sub("_", name.strip())[:128].lstrip("_")
+    return out or "x"
+
+
+def _script(query: str) -> str:
+    letters = [c for c in query if c.isalpha()]
+    if not letters:
+        return "none"
+    latin = sum(1 for c in letters if "LATIN" in unicodedata.name(c, ""))
+    return "latin" if latin >= 0.8 * len(letters) else "other"
+
+
+def _shape(token: str) -> str:
+    if token.isdigit():
+        return "d"
+    if token.isupper():
+        return "X"
+    if token[:1].isupper():
+        return "Xx"
+    return "x" if token.isalpha() else "mixed"
+
+
+def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dict[str, Namespace]:
+    tokens = query.split()
+    moment = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    c: Namespace = {
+        "qlen": float(min(len(tokens), 20)),
+        "qchars": float(min(len(query), 200)) / 10.0,
+        "shape": "-".join(_shape(t) for t in tokens[:4]) or "empty",
+        "digits": any(ch.isdigit() for ch in query),
+        "script": _script(query),
+        "hour": f"h{int(context.get('hour', moment.hour)) % 24}",
+        "weekday": f"d{int(context.get('weekday', moment.weekday())) % 7}",
+    }
+    if len(tokens) == 1:
+        c["single_token"] = True
+    for key in ("locale", "device", "market", "surface"):
+        value = context.get(key)
+        if isinstance(value, str) and value:
+            c[clean(key)] = clean(value)[:32]
+    slots = context.get("slots")
+    if isinstance(slots, Mapping):
+        for name, value in list(slots.items())[:16]:
+            c[clean(f"slot_{name}")] = clean(str(value))[:32] if value is not None else True
+    user = context.get("user")
+    if isinstance(user, Mapping):
+        for name, value in list(user.items())[:16]:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                c[clean(f"user_{name}")] = float(value)
+    return {"c": c}
+
+
+def plan_features(
+    plans: Sequence[PlanSpec], results: Mapping[str, Sequence[Candidate]]
+) -> list[dict[str, Namespace]]:
+    """Per-plan namespaces from each strategy's results for this query."""
+    tops = {name: (cands[0].score if cands else 0.0) for name, cands in results.items()}
+    lo, hi = min(tops.values(), default=0.0), max(tops.values(), default=0.0)
+    span = hi - lo
+
+    def scaled(value: float) -> float:
+        return round((value - lo) / span, 4) if span > 0 else (1.0 if value > 0 else 0.0)
+
+    out = []
+    for plan in plans:
+        p: Namespace = {name: True for name in plan.strategies}
+        r: Namespace = {}
+        for name, budget in plan.budgets.items():
+            found = results.get(name, ())
+            r[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
+            r[f"{name}_top"] = scaled(tops.get(name, 0.0))
+        out.append({"p": p, "r": r})
+    return out

@@ -1,0 +1,126 @@
+"""The serving-side bandit policy: pmf from the current model, a seeded draw, a logged decision.
+
+The model is swapped atomically (one reference assignment) by the snapshot loader; a request
+reads the reference once, so it sees one whole model. Before any snapshot the policy explores
+uniformly, or, with a default plan, gives it ``1 - epsilon`` and spreads ``epsilon``.
+Exploration beyond that comes from the model's own VW arguments (``--epsilon``, ``--squarecb``,
+...), i.e. the learner's ``vw_args``.
+
+The VW example is built from exactly the namespaces that the impression logs, and parsed by
+VW's JSON parser: the learner later parses the same namespaces from the reward's DSJSON ``c``
+object, so serving and learning see identical features.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+import vowpal_wabbit_next as vw
+
+from schemas.exceptions import LtrrError
+
+Namespaces = dict[str, dict[str, Any]]
+
+
+class PolicyError(LtrrError):
+    """The model could not score the plans."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    version: int
+    workspace: vw.Workspace
+    parser: vw.JsonFormatParser
+    created_ms: int
+    vw_args: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    pmf: tuple[float, ...]
+    chosen: int
+    seed: int
+    model_version: int
+
+    @property
+    def probability(self) -> float:
+        return self.pmf[self.chosen]
+
+
+def load_model(
+    version: int, vw_args: Sequence[str], model_bytes: bytes, created_ms: int
+) -> LoadedModel:
+    """A VW workspace for serving (quiet, no learning needed)."""
+    args = [*vw_args, "--quiet"] if "--quiet" not in vw_args else list(vw_args)
+    try:
+        ws = vw.Workspace(args, model_data=model_bytes)
+    except Exception as exc:  # VW raises RuntimeError with its own message
+        raise PolicyError(f"Vowpal Wabbit cannot load snapshot v{version}: {exc}") from exc
+    return LoadedModel(version, ws, vw.JsonFormatParser(ws), created_ms, tuple(vw_args))
+
+
+class Policy:
+    """Decides a plan for each request from the current model (or the cold-start rule)."""
+
+    def __init__(self, *, epsilon: float = 0.2, default_plan: int | None = None) -> None:
+        self.epsilon = epsilon
+        self.default_plan = default_plan
+        self.model: LoadedModel | None = None
+        self._lock = threading.Lock()  # VW workspaces are not safe for concurrent use
+
+    def swap(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def pmf(
+        self, context: Namespaces, plan_features: Sequence[Namespaces]
+    ) -> tuple[tuple[float, ...], int]:
+        """The probability of each plan, and the model version that gave it (0: none)."""
+        n = len(plan_features)
+        model = self.model
+        if model is None:
+            return self._cold_pmf(n), 0
+        example = {**context, "_multi": list(plan_features)}
+        with self._lock:
+            try:
+                parsed = model.parser.parse_json(orjson.dumps(example).decode())
+                scored = cast(list[tuple[int, float]], model.workspace.predict_one(parsed))
+            except Exception as exc:
+                raise PolicyError(f"model v{model.version} could not score plans: {exc}") from exc
+        probs = [0.0] * n
+        for index, prob in scored:
+            probs[index] = float(prob)
+        total = sum(probs)
+        return tuple(p / total for p in probs) if total > 0 else self._cold_pmf(n), model.version
+
+    def _cold_pmf(self, n: int) -> tuple[float, ...]:
+        if self.default_plan is None or not 0 <= self.default_plan < n or n == 1:
+            return tuple([1.0 / n] * n)
+        rest = self.epsilon / (n - 1)
+        return tuple(1.0 - self.epsilon if i == self.default_plan else rest for i in range(n))
+
+    def decide(
+        self, context: Namespaces, plan_features: Sequence[Namespaces], seed: int
+    ) -> Decision:
+        pmf, version = self.pmf(context, plan_features)
+        return Decision(pmf, sample(pmf, seed), seed, version)
+
+
+def sample(pmf: Sequence[float], seed: int) -> int:
+    """Draw an index from ``pmf`` with an RNG seeded by ``seed`` (replayable); never an index
+    of probability 0."""
+    draw = random.Random(seed).random() * sum(pmf)
+    cumulative = 0.0
+    last = 0
+    for index, prob in enumerate(pmf):
+        if prob <= 0:
+            continue
+        cumulative += prob
+        last = index
+        if draw < cumulative:
+            return index
+    return last

@@ -1,0 +1,1 @@
+"""Retrieval strategies: each module implements ``Strategy`` (``retrieval/strategies/base.py``)."""

@@ -1,0 +1,36 @@
+"""The one small interface every retrieval strategy implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from retrieval.catalog import Catalog, Entity
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An entity a strategy retrieved, with the strategy's own score (higher is better;
+    scales differ between strategies, ranking normalizes them)."""
+
+    entity_id: str
+    score: float
+
+
+class Strategy(Protocol):
+    """``name`` is what plans, provenance and metrics call it."""
+
+    name: str
+
+    def retrieve(self, query: str, context: Mapping[str, Any], k: int) -> list[Candidate]:
+        """Up to ``k`` candidates for ``query``, best first. Must not mutate its inputs."""
+        ...
+
+    def update(self, added: list[Entity], removed: list[str]) -> None:
+        """Index catalog changes (new, replaced and deleted entities) incrementally."""
+        ...
+
+
+class StrategyFactory(Protocol):
+    def __call__(self, catalog: Catalog, **options: Any) -> Strategy: ...
