@@ -29,5 +29,6 @@ def test_ltrr_demo_accounts_for_every_event(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "every event accounted for" in result.stderr
-    assert "in the dead-letter topic" in result.stderr
+    assert "dead-lettered" in result.stderr
+    assert "rewards (1 per impression)" in result.stderr
     assert (tmp_path / "worker.log").exists()
