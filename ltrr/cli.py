@@ -69,6 +69,35 @@ WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
 )
 
 
+#: Flags of ``ltrr serve`` mapped to settings of the same name (dashes -> underscores).
+SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
+    ("--serve-host", str, "bind address of the HTTP API (127.0.0.1)"),
+    ("--serve-port", int, "port of the HTTP API (8080)"),
+    ("--catalog-path", str, "JSONL catalog loaded at start (CatalogEntity v1 per line)"),
+    (
+        "--strategies",
+        str,
+        "comma-separated strategies: lexical,semantic,memory,popular,fresh "
+        "or package.module:Factory",
+    ),
+    (
+        "--plans",
+        str,
+        "explicit plans 'lexical:60+memory:40;semantic:100' (default: every "
+        "subset of up to --plan-max-size strategies)",
+    ),
+    ("--plan-max-size", int, "largest strategy subset in the default plan set (3)"),
+    ("--plan-total-budget", int, "candidates per plan, shared evenly (100)"),
+    ("--default-plan", str, "plan id favoured before any snapshot (uniform if empty)"),
+    ("--cold-epsilon", float, "mass spread over other plans with --default-plan (0.2)"),
+    ("--model-name", str, "model key served and logged (default)"),
+    ("--q2e-boost", float, "weight of the Q2E score in ranking (0.5)"),
+    ("--impression-buffer", int, "impressions buffered while the broker is down (10000)"),
+    ("--cache-dir", str, "item-vector and index cache (./ltrr-cache)"),
+    ("--snapshot-key-id", str, "name of the snapshot verification key (k1)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltrr",
@@ -168,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level (LTRR_LOG_LEVEL; default info)",
     )
+    serve = sub.add_parser(
+        "serve",
+        help="run the retrieval worker (HTTP /search, /actions)",
+        description="Run the retrieval worker: for each query run the strategies, let the "
+        "bandit pick a retrieval plan with a logged probability, rank the plan's union, log "
+        "the impression, and hot-load signed model snapshots. Verification key: "
+        "LTRR_SNAPSHOT_KEY. Stops cleanly on Ctrl-C.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(serve)
+    for flag, kind, text in SERVE_TUNING:
+        serve.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
+
     offline = sub.add_parser(
         "learn-offline",
         help="train a model from a file of reward (DSJSON) lines, as the worker does",
@@ -223,7 +266,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         log_level=getattr(args, "log_level", None),
         **{
             flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
-            for flag, _, _ in WORKER_TUNING
+            for flag, _, _ in (*WORKER_TUNING, *SERVE_TUNING)
         },
     )
 
@@ -297,6 +340,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from retrieval.server import serve
+
+    settings = load_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
+    )
+    asyncio.run(serve(settings))
+    return 0
+
+
 def cmd_learn_offline(args: argparse.Namespace) -> int:
     import shlex
 
@@ -322,6 +380,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "demo": cmd_demo,
     "learn-offline": cmd_learn_offline,
+    "serve": cmd_serve,
 }
 
 

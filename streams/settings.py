@@ -89,6 +89,31 @@ class Settings:
     snapshot_key_id: str = "k1"
     #: Half-life of Q2E engagement, hours.
     q2e_half_life_hours: float = 168.0
+    #: Retrieval worker (``ltrr serve``): bind address and port of the HTTP API.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    #: JSONL catalog loaded at start (CatalogEntity v1 per line); the catalog topic adds to it.
+    catalog_path: str = ""
+    #: Strategies to build, comma-separated: built-in names (lexical, semantic, memory,
+    #: popular, fresh) or ``package.module:Factory`` for your own.
+    strategies: str = "lexical,semantic,memory,popular,fresh"
+    #: Explicit plans (``lexical:60+memory:40;semantic:100``); empty = every subset of up to
+    #: ``plan_max_size`` strategies sharing ``plan_total_budget`` candidates evenly.
+    plans: str = ""
+    plan_max_size: int = 3
+    plan_total_budget: int = 100
+    #: Cold start: plan id to favour before any snapshot (empty = uniform exploration), and
+    #: the probability mass spread over the other plans.
+    default_plan: str = ""
+    cold_epsilon: float = 0.2
+    #: Model key this retrieval worker serves and logs impressions for.
+    model_name: str = "default"
+    #: Weight of the Q2E score in the final ranking (see retrieval/ranking.py).
+    q2e_boost: float = 0.5
+    #: Impressions buffered while the broker is unreachable (oldest dropped beyond this).
+    impression_buffer: int = 10_000
+    #: Where item vectors and indexes are cached between restarts.
+    cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.
     log_level: str = "info"
 

