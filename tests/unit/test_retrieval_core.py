@@ -1,0 +1,154 @@
+"""Plans, features, policy and ranking; and the identity that matters most: the pmf the
+serving policy computes equals what VW computes on the reward line the learner will read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import vowpal_wabbit_next as vw
+
+from agents.learning import DEFAULT_VW_ARGS, learn_lines
+from retrieval.catalog import Catalog, load_jsonl
+from retrieval.plans import PlanError, default_plans, max_budgets, parse_plans
+from retrieval.policy import Policy, load_model, sample
+from retrieval.ranking import rank
+from retrieval.search import Searcher
+from retrieval.strategies.base import Candidate
+from retrieval.strategies.fresh import FreshStrategy
+from retrieval.strategies.lexical import LexicalStrategy
+from retrieval.strategies.memory import MemoryStrategy
+from retrieval.strategies.popular import PopularStrategy
+from schemas.contracts import Contract
+from schemas.dsjson import reward_event
+from schemas.records import SearchImpression
+from schemas.validation import check
+from state.q2e import Q2EMemory
+from state.store import MemoryStore
+
+CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
+NOW = 1_795_000_000_000
+NAMES = ["lexical", "semantic", "memory", "popular", "fresh"]
+
+
+def test_default_plans_are_every_subset_up_to_three() -> None:
+    plans = default_plans(NAMES)
+    assert len(plans) == 5 + 10 + 10
+    assert len({p.id for p in plans}) == 25
+    assert all(sum(p.budgets.values()) in (99, 100) for p in plans)
+    assert max_budgets(plans) == dict.fromkeys(NAMES, 100)
+
+
+def test_explicit_plans_and_errors() -> None:
+    plans = parse_plans("lexical:60+memory:40; semantic", NAMES)
+    assert [(p.id, dict(p.budgets)) for p in plans] == [
+        ("lexical+memory", {"lexical": 60, "memory": 40}),
+        ("semantic", {"semantic": 100}),
+    ]
+    for bad in ("nosuch:10", "lexical:x", "lexical:0", "lexical;lexical", ""):
+        with pytest.raises(PlanError):
+            parse_plans(bad, NAMES)
+
+
+def test_sampling_is_replayable_and_respects_zeros() -> None:
+    pmf = [0.0, 0.5, 0.0, 0.5]
+    draws = [sample(pmf, seed) for seed in range(200)]
+    assert set(draws) == {1, 3}
+    assert draws == [sample(pmf, seed) for seed in range(200)]
+
+
+def test_cold_start_pmf() -> None:
+    assert Policy().pmf({"c": {}}, [{"p": {}}] * 4)[0] == (0.25,) * 4
+    pmf, version = Policy(epsilon=0.3, default_plan=2).pmf({"c": {}}, [{"p": {}}] * 4)
+    assert version == 0 and pmf[2] == pytest.approx(0.7) and pmf[0] == pytest.approx(0.1)
+
+
+def test_ranking_unions_with_provenance_and_boost() -> None:
+    plan = parse_plans("lexical:2+popular:2", ["lexical", "popular"])[0]
+    results = {
+        "lexical": [Candidate("a", 10.0), Candidate("b", 5.0), Candidate("c", 4.0)],
+        "popular": [Candidate("b", 0.9), Candidate("d", 0.45)],
+    }
+    ranked = rank(plan, results, 10)
+    assert [(r.entity_id, r.strategies) for r in ranked] == [
+        ("b", ("lexical", "popular")),
+        ("a", ("lexical",)),
+        ("d", ("popular",)),
+    ]
+    assert ranked[0].score == pytest.approx(1.5)
+    boosted = rank(plan, results, 2, q2e={"d": 2.0}, q2e_boost=2.0)
+    assert [r.entity_id for r in boosted] == ["d", "b"]
+
+
+@pytest.fixture(scope="module")
+def searcher() -> Searcher:
+    catalog = Catalog()
+    catalog.apply(load_jsonl(CATALOG)[0])
+    memory = Q2EMemory(MemoryStore())
+    strategies = {
+        "lexical": LexicalStrategy(catalog),
+        "memory": MemoryStrategy(memory),
+        "popular": PopularStrategy(catalog),
+        "fresh": FreshStrategy(catalog, now_ms=lambda: NOW),
+    }
+    return Searcher(catalog, strategies, default_plans(list(strategies)), Policy())
+
+
+def test_impression_is_a_valid_contract_and_replays(searcher: Searcher) -> None:
+    result = searcher.search(
+        "Love Story",
+        {
+            "device": "mobile",
+            "locale": "en US",
+            "slots": {"artist": "taylor swift"},
+            "user": {"plays_30d": 12, "name": "x"},
+        },
+        5,
+        now_ms=NOW,
+        seed=7,
+    )
+    check(Contract.SEARCH_IMPRESSION, result.impression)
+    imp = result.impression
+    assert imp["pmf"][imp["chosen"]] == result.probability
+    assert imp["context"]["c"]["slot_artist"] == "taylor_swift"
+    assert "user_name" not in imp["context"]["c"]
+    again = searcher.search(
+        "Love Story",
+        {
+            "device": "mobile",
+            "locale": "en US",
+            "slots": {"artist": "taylor swift"},
+            "user": {"plays_30d": 12, "name": "x"},
+        },
+        5,
+        now_ms=NOW,
+        seed=7,
+    )
+    assert again.impression["chosen"] == imp["chosen"]  # same seed, same draw
+    assert len(result.results) <= 5
+
+
+def test_serving_pmf_equals_vw_on_the_reward_line(searcher: Searcher) -> None:
+    lines = []
+    for i, query in enumerate(["love story", "queen", "rainy day", "podcast", "love"] * 30):
+        result = searcher.search(query, {}, 5, now_ms=NOW + i, seed=i)
+        plan = result.plan.id
+        reward = 1.0 if ("lexical" in plan) == (query != "love") else 0.0
+        lines.append(
+            orjson.dumps(reward_event(SearchImpression.from_dict(result.impression), reward))
+        )
+    learners = learn_lines(lines, MemoryStore(), DEFAULT_VW_ARGS)
+    model = load_model(1, DEFAULT_VW_ARGS, learners.model_bytes("default"), NOW)
+    searcher.policy.swap(model)
+    try:
+        result = searcher.search("love story", {}, 5, now_ms=NOW, seed=1)
+        assert result.model_version == 1
+        line = orjson.dumps(reward_event(SearchImpression.from_dict(result.impression), 0.0))
+        ws = model.workspace
+        learned_view = dict(ws.predict_one(vw.DSJsonFormatParser(ws).parse_json(line.decode())))
+        served = result.impression["pmf"]
+        assert served == pytest.approx([learned_view[i] for i in range(len(served))], abs=1e-6)
+        assert max(served) > 0.5  # the model learned something, not uniform
+    finally:
+        searcher.policy.model = None
