@@ -1,0 +1,211 @@
+"""The retrieval worker on a real broker: search and act reach Kafka as valid contracts; a
+signed snapshot is hot-loaded and changes the pmf; a corrupt or unsigned one is refused while
+searches keep succeeding; bad requests get 4xx."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from agents.learning import DEFAULT_VW_ARGS, learn_lines
+from schemas.contracts import Contract
+from schemas.dsjson import reward_event
+from schemas.records import SearchImpression
+from schemas.snapshot import encode_snapshot
+from schemas.validation import check
+from state.store import MemoryStore
+from streams.brokers.ports import free_port
+from streams.scrape import ready, scrape, total
+from tests.integration.loop_helpers import read_topic, wait_for
+
+CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
+KEY = b"serve-test-key"
+
+
+def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def server(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "LTRR_SNAPSHOT_KEY": KEY.decode()}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ltrr.cli",
+                "serve",
+                "--broker",
+                bootstrap,
+                "--topic-prefix",
+                prefix,
+                "--partitions",
+                "2",
+                "--serve-port",
+                str(port),
+                "--catalog-path",
+                str(CATALOG),
+                "--strategies",
+                "lexical,memory,popular,fresh",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: ready(url) or proc.poll() is not None,
+            lambda ok: ok,
+            60,
+            "the retrieval worker to be ready",
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def publish(bootstrap: str, topic: str, version: int, model: bytes, key: bytes) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
+    for k, v in encode_snapshot(
+        model="default",
+        version=version,
+        vw_args=list(DEFAULT_VW_ARGS),
+        model_bytes=model,
+        examples_learned=100,
+        offsets=[],
+        created_ms=int(time.time() * 1000),
+        key_id="k1",
+        key=key,
+        max_message_bytes=4 * 1024 * 1024,
+    ):
+        producer.send(topic, key=k, value=v).get(timeout=30)
+    producer.close()
+
+
+def test_search_act_hot_load_and_refuse(server: str, bootstrap: str, prefix: str) -> None:
+    status, body = post(
+        f"{server}/search", {"query": "love story", "k": 5, "context": {"device": "mobile"}}
+    )
+    assert status == 200 and body["model_version"] == 0
+    assert 1 <= len(body["results"]) <= 5
+    impression_id = body["impression_id"]
+    entity = body["results"][0]["entity_id"]
+    status, accepted = post(
+        f"{server}/actions",
+        {
+            "action_id": "a-1",
+            "impression_id": impression_id,
+            "entity_id": entity,
+            "type": "click",
+            "timestamp_ms": int(time.time() * 1000),
+        },
+    )
+    assert (status, accepted["accepted"]) == (202, True)
+
+    impressions = wait_for(
+        lambda: read_topic(bootstrap, prefix + "impressions"),
+        lambda rs: len(rs) >= 1,
+        30,
+        "the impression in Kafka",
+    )
+    logged = orjson.loads(impressions[0].value)
+    check(Contract.SEARCH_IMPRESSION, logged)
+    assert impressions[0].key == impression_id.encode()
+    assert [r["entity_id"] for r in logged["results"]] == [r["entity_id"] for r in body["results"]]
+    uniform = logged["pmf"]
+    assert max(uniform) == pytest.approx(min(uniform))
+    actions = read_topic(bootstrap, prefix + "actions")
+    assert len(actions) == 1
+    check(Contract.USER_ACTION, orjson.loads(actions[0].value))
+
+    # Train a model that loves plans with lexical for this query, and publish it signed.
+    line = orjson.dumps(reward_event(SearchImpression.from_dict(logged), 1.0))
+    lines = [line] * 50
+    model = learn_lines(lines, MemoryStore(), DEFAULT_VW_ARGS).model_bytes("default")
+    publish(bootstrap, prefix + "snapshots", 1, model, KEY)
+    body = wait_for(
+        lambda: post(f"{server}/search", {"query": "love story"})[1],
+        lambda b: b["model_version"] == 1,
+        30,
+        "the snapshot to be hot-loaded",
+    )
+    latest = orjson.loads(read_topic(bootstrap, prefix + "impressions")[-1].value)
+    assert latest["model"]["version"] == 1
+    assert max(latest["pmf"]) > 0.5 > max(uniform)
+
+    # An unsigned (wrong key) and a corrupt snapshot are refused; serving goes on with v1.
+    publish(bootstrap, prefix + "snapshots", 2, model, b"not-the-key")
+    publish(bootstrap, prefix + "snapshots", 3, b"garbage" * 100, KEY)
+
+    def refusals() -> dict[str, float]:
+        samples = scrape(server)
+        return {
+            reason: total(samples, "ltrr_snapshots_rejected_total", reason=reason)
+            for reason in ("bad_signature", "unloadable")
+        }
+
+    got = wait_for(
+        refusals,
+        lambda r: r["bad_signature"] >= 1 and r["unloadable"] >= 1,
+        30,
+        "both bad snapshots to be refused",
+    )
+    assert got == {"bad_signature": 1, "unloadable": 1}
+    status, body = post(f"{server}/search", {"query": "queen"})
+    assert status == 200 and body["model_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ({"query": ""}, 400, "invalid_minLength"),
+        ({"query": "   "}, 400, "invalid_pattern"),
+        ({"query": "x" * 600}, 400, "invalid_maxLength"),
+        ({"query": "x", "k": 0}, 400, "invalid_minimum"),
+        ({"query": "x", "k": 1000}, 400, "invalid_maximum"),
+        ({"query": "x", "colour": 1}, 400, "invalid_additionalProperties"),
+        (b"{nope", 400, "not_json"),
+        ([1, 2], 400, "not_object"),
+        (b"x" * 70_000, 413, "too_large"),
+    ],
+)
+def test_bad_search_requests_get_4xx(server: str, body: Any, status: int, reason: str) -> None:
+    got_status, got = post(f"{server}/search", body)
+    assert (got_status, got["reason"]) == (status, reason)
+
+
+def test_bad_actions_get_4xx(server: str) -> None:
+    status, body = post(f"{server}/actions", {"action_id": "a", "impression_id": "i"})
+    assert (status, body["reason"], body["field"]) == (400, "missing_field", "entity_id")
