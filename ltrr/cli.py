@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     for flag, kind, text in SERVE_TUNING:
         serve.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="log level (LTRR_LOG_LEVEL; default info)")
 
     offline = sub.add_parser(
         "learn-offline",
