@@ -235,7 +235,7 @@ def start_serve(
                 bootstrap,
                 "--catalog-path",
                 str(catalog),
-                "--cache-dir",
+                "--vector-cache-dir",
                 str(cache),
                 "--strategies",
                 strategies,

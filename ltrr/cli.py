@@ -93,7 +93,7 @@ SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
     ("--model-name", str, "model key served and logged (default)"),
     ("--q2e-boost", float, "weight of the Q2E score in ranking (0.5)"),
     ("--impression-buffer", int, "impressions buffered while the broker is down (10000)"),
-    ("--cache-dir", str, "item-vector and index cache (./ltrr-cache)"),
+    ("--vector-cache-dir", str, "item-vector cache directory (./ltrr-cache)"),
     ("--snapshot-key-id", str, "name of the snapshot verification key (k1)"),
 )
 
@@ -210,8 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     for flag, kind, text in SERVE_TUNING:
         serve.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                       help="log level (LTRR_LOG_LEVEL; default info)")
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (LTRR_LOG_LEVEL; default info)",
+    )
 
     offline = sub.add_parser(
         "learn-offline",

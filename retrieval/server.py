@@ -40,7 +40,7 @@ def build_strategy(name: str, catalog: Catalog, memory: Q2EMemory, settings: Set
     if name == "semantic":
         from retrieval.strategies.semantic import SemanticStrategy
 
-        return SemanticStrategy(catalog, cache_dir=Path(settings.cache_dir) / "semantic")
+        return SemanticStrategy(catalog, cache_dir=Path(settings.vector_cache_dir) / "semantic")
     if name == "memory":
         return MemoryStrategy(memory)
     if name == "popular":

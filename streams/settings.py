@@ -113,7 +113,7 @@ class Settings:
     #: Impressions buffered while the broker is unreachable (oldest dropped beyond this).
     impression_buffer: int = 10_000
     #: Where item vectors and indexes are cached between restarts.
-    cache_dir: str = "./ltrr-cache"
+    vector_cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.
     log_level: str = "info"
 

@@ -71,7 +71,7 @@ def server(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
                 str(CATALOG),
                 "--strategies",
                 "lexical,memory,popular,fresh",
-                "--cache-dir",
+                "--vector-cache-dir",
                 str(tmp_path / "cache"),
             ],
             stdout=out,
