@@ -150,9 +150,13 @@ def test_search_act_hot_load_and_refuse(server: str, bootstrap: str, prefix: str
     assert len(actions) == 1
     check(Contract.USER_ACTION, orjson.loads(actions[0].value))
 
-    # Train a model that loves plans with lexical for this query, and publish it signed.
-    line = orjson.dumps(reward_event(SearchImpression.from_dict(logged), 1.0))
-    lines = [line] * 50
+    # Train a model that rewards the lexical-only plan and penalizes every other plan (so no
+    # plan ties with it), and publish it signed.
+    lines = []
+    for chosen, plan in enumerate(logged["plans"]):
+        decision = SearchImpression.from_dict({**logged, "chosen": chosen})
+        reward = 1.0 if plan["id"] == "lexical" else -1.0
+        lines += [orjson.dumps(reward_event(decision, reward))] * 10
     model = learn_lines(lines, MemoryStore(), DEFAULT_VW_ARGS).model_bytes("default")
     publish(bootstrap, prefix + "snapshots", 1, model, KEY)
     body = wait_for(
@@ -161,9 +165,17 @@ def test_search_act_hot_load_and_refuse(server: str, bootstrap: str, prefix: str
         30,
         "the snapshot to be hot-loaded",
     )
-    latest = orjson.loads(read_topic(bootstrap, prefix + "impressions")[-1].value)
+    key = body["impression_id"].encode()
+    [record] = wait_for(
+        lambda: [r for r in read_topic(bootstrap, prefix + "impressions") if r.key == key],
+        lambda found: len(found) == 1,
+        30,
+        "the impression of the hot-loaded model",
+    )
+    latest = orjson.loads(record.value)
     assert latest["model"]["version"] == 1
-    assert max(latest["pmf"]) > 0.5 > max(uniform)
+    # No longer uniform: the learned plans take most of the mass (exploit ties share it).
+    assert max(latest["pmf"]) > 3 * max(uniform)
 
     # An unsigned (wrong key) and a corrupt snapshot are refused; serving goes on with v1.
     publish(bootstrap, prefix + "snapshots", 2, model, b"not-the-key")
