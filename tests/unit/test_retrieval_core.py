@@ -96,36 +96,21 @@ def searcher() -> Searcher:
 
 
 def test_impression_is_a_valid_contract_and_replays(searcher: Searcher) -> None:
-    result = searcher.search(
-        "Love Story",
-        {
-            "device": "mobile",
-            "locale": "en US",
-            "slots": {"artist": "taylor swift"},
-            "user": {"plays_30d": 12, "name": "x"},
-        },
-        5,
-        now_ms=NOW,
-        seed=7,
-    )
+    context = {
+        "device": "mobile",
+        "locale": "en US",
+        "slots": {"artist": "taylor swift"},
+        "user": {"plays_30d": 12, "name": "x"},
+    }
+    result = searcher.search("Love Story", context, 5, now_ms=NOW, seed=7)
     check(Contract.SEARCH_IMPRESSION, result.impression)
     imp = result.impression
     assert imp["pmf"][imp["chosen"]] == result.probability
     assert imp["context"]["c"]["slot_artist"] == "taylor_swift"
     assert "user_name" not in imp["context"]["c"]
-    again = searcher.search(
-        "Love Story",
-        {
-            "device": "mobile",
-            "locale": "en US",
-            "slots": {"artist": "taylor swift"},
-            "user": {"plays_30d": 12, "name": "x"},
-        },
-        5,
-        now_ms=NOW,
-        seed=7,
-    )
+    again = searcher.search("Love Story", context, 5, now_ms=NOW, seed=7)
     assert again.impression["chosen"] == imp["chosen"]  # same seed, same draw
+    assert context["slots"] == {"artist": "taylor swift"}  # inputs not mutated
     assert len(result.results) <= 5
 
 
