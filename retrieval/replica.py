@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from retrieval import metrics as m
 from retrieval.catalog import Catalog
@@ -36,14 +36,13 @@ async def _consume(
     )
     await consumer.start()
     try:
-        partitions = None
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer.force_metadata_update()
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
+        # Without a group, a subscription is assigned every partition of the topic (and
+        # makes the client fetch the topic's metadata, which Apache Kafka only returns for
+        # topics asked for by name).
+        consumer.subscribe([topic])
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         while True:
