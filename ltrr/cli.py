@@ -98,6 +98,17 @@ SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
 )
 
 
+def _add_tuning(p: argparse.ArgumentParser, tuning: tuple[tuple[str, type, str], ...]) -> None:
+    """Setting-backed flags of a process command, and its --log-level."""
+    for flag, kind, text in tuning:
+        p.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (LTRR_LOG_LEVEL; default info)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltrr",
@@ -190,13 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="larger events are dead-lettered as oversized (LTRR_MAX_EVENT_BYTES; default 262144)",
     )
-    for flag, kind, text in WORKER_TUNING:
-        worker.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
-    worker.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (LTRR_LOG_LEVEL; default info)",
-    )
+    _add_tuning(worker, WORKER_TUNING)
     serve = sub.add_parser(
         "serve",
         help="run the retrieval worker (HTTP /search, /actions)",
@@ -208,13 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(serve)
-    for flag, kind, text in SERVE_TUNING:
-        serve.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
-    serve.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (LTRR_LOG_LEVEL; default info)",
-    )
+    _add_tuning(serve, SERVE_TUNING)
 
     offline = sub.add_parser(
         "learn-offline",
