@@ -3,28 +3,19 @@ and orphan actions are handled; the outbox survives a reopen. Runs on both store
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 
 from agents.joiner import JoinConfig, Joiner, Outgoing, Source
 from agents.reward import RewardConfig
 from schemas.contracts import Contract
 from schemas.dead_letter import original_bytes
 from schemas.validation import check
-from state.store import MemoryStore, RocksStore, Store
+from state.store import RocksStore, Store
 from tests.events import action, impression
 
 WINDOW = 1000
-
-
-@pytest.fixture(params=["memory", "rocksdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else RocksStore(tmp_path / "join")
-    yield s
-    s.close()
 
 
 def joiner(store: Store) -> Joiner:

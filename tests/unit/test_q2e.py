@@ -11,18 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from state.q2e import Q2EConfig, Q2EMemory, normalize_query
-from state.store import Batch, MemoryStore, RocksStore, Store
+from state.store import Batch, RocksStore, Store
 
 HOUR = 3600 * 1000
 DAY = 24 * HOUR
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture(params=["memory", "rocksdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else RocksStore(tmp_path / "db")
-    yield s
-    s.close()
 
 
 class CountingStore:

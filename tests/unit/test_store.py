@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from state.exceptions import StateError
-from state.store import MemoryStore, RocksStore, Store
-
-
-@pytest.fixture(params=["memory", "rocksdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else RocksStore(tmp_path / "db")
-    yield s
-    s.close()
+from state.store import RocksStore, Store
 
 
 def test_batch_puts_and_deletes(store: Store) -> None:
