@@ -98,6 +98,39 @@ SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
 )
 
 
+#: Kafka security flags of ``ltrr worker``, ``ltrr serve`` and ``ltrr topics``, mapped to the
+#: settings of the same name. The SASL password is deliberately not a flag (it would show in
+#: process lists): use LTRR_SASL_PASSWORD or the TOML key sasl_password.
+SECURITY_TUNING: tuple[tuple[str, type, str], ...] = (
+    (
+        "--security-protocol",
+        str,
+        "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (LTRR_SECURITY_PROTOCOL; PLAINTEXT)",
+    ),
+    (
+        "--sasl-mechanism",
+        str,
+        "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (LTRR_SASL_MECHANISM; PLAIN); the password "
+        "comes from LTRR_SASL_PASSWORD only",
+    ),
+    ("--sasl-username", str, "SASL user name (LTRR_SASL_USERNAME)"),
+    ("--ssl-cafile", str, "PEM CA of the brokers' certificates (LTRR_SSL_CAFILE; system CAs)"),
+    ("--ssl-certfile", str, "PEM client certificate for mutual TLS (LTRR_SSL_CERTFILE)"),
+    ("--ssl-keyfile", str, "PEM private key of --ssl-certfile (LTRR_SSL_KEYFILE)"),
+)
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    """The Kafka security flags, in their own help section."""
+    group = p.add_argument_group(
+        "Kafka security",
+        "SASL and TLS towards the brokers. The SASL password is read from LTRR_SASL_PASSWORD\n"
+        "or the TOML key sasl_password only, never from a flag.",
+    )
+    for flag, kind, text in SECURITY_TUNING:
+        group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
+
+
 def _add_tuning(p: argparse.ArgumentParser, tuning: tuple[tuple[str, type, str], ...]) -> None:
     """Setting-backed flags of a process command, and its --log-level."""
     for flag, kind, text in tuning:
@@ -165,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replication factor of created topics (LTRR_REPLICATION_FACTOR; default 1)",
     )
     _add_common(topics)
+    _add_security(topics)
 
     worker = sub.add_parser(
         "worker",
@@ -202,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="larger events are dead-lettered as oversized (LTRR_MAX_EVENT_BYTES; default 262144)",
     )
     _add_tuning(worker, WORKER_TUNING)
+    _add_security(worker)
     serve = sub.add_parser(
         "serve",
         help="run the retrieval worker (HTTP /search, /actions)",
@@ -214,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(serve)
     _add_tuning(serve, SERVE_TUNING)
+    _add_security(serve)
 
     offline = sub.add_parser(
         "learn-offline",
@@ -256,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    base = Settings.load(os.environ, args.config)
-    return base.with_overrides(
+    """Flags over the environment over the TOML file, validated once all are applied."""
+    base = Settings.load(os.environ, args.config, validate=False)
+    settings = base.with_overrides(
         broker=args.broker,
         topic_prefix=args.topic_prefix,
         partitions=args.partitions,
@@ -270,9 +307,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
         log_level=getattr(args, "log_level", None),
         **{
             flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
-            for flag, _, _ in (*WORKER_TUNING, *SERVE_TUNING)
+            for flag, _, _ in (*WORKER_TUNING, *SERVE_TUNING, *SECURITY_TUNING)
         },
     )
+    settings.validate()
+    return settings
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -319,15 +358,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from streams.admin import create_topics, list_topics
+    from streams.security import kafka_python_kwargs
     from streams.topics import Topics
 
     settings = load_settings(args)
+    security = kafka_python_kwargs(settings)
     if args.action == "list":
-        for name in list_topics(settings.broker):
+        for name in list_topics(settings.broker, security=security):
             print(name)
         return 0
     specs = Topics.from_settings(settings).all()
-    outcome = create_topics(settings.broker, specs, replication_factor=settings.replication_factor)
+    outcome = create_topics(
+        settings.broker,
+        specs,
+        replication_factor=settings.replication_factor,
+        security=security,
+    )
     for spec in specs:
         configs = ",".join(f"{k}={v}" for k, v in spec.configs().items())
         print(f"{spec.name}\t{outcome[spec.name]}\tpartitions={spec.partitions}\t{configs}")

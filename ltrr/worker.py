@@ -10,6 +10,7 @@ from faust.worker import Worker
 from agents.loop import register_learning_loop
 from streams.admin import create_topics
 from streams.app import create_app
+from streams.security import describe, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.web import register_ops_pages
@@ -27,10 +28,15 @@ def build_worker_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings) -> None:
     """Create the declared topics (idempotent), then run the worker until SIGINT/SIGTERM."""
     topics = Topics.from_settings(settings)
+    log = logging.getLogger(__name__)
+    log.info("broker %s over %s", settings.broker, describe(settings))
     outcome = create_topics(
-        settings.broker, topics.all(), replication_factor=settings.replication_factor
+        settings.broker,
+        topics.all(),
+        replication_factor=settings.replication_factor,
+        security=kafka_python_kwargs(settings),
     )
-    logging.getLogger(__name__).info("topics: %s", outcome)
+    log.info("topics: %s", outcome)
     app = build_worker_app(settings)
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

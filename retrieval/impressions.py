@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -18,8 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class ImpressionLogger:
-    def __init__(self, bootstrap: str, topic: str, *, capacity: int = 10_000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        capacity: int = 10_000,
+        client_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        #: Extra AIOKafkaProducer arguments: ``streams.security.aiokafka_kwargs(settings)``.
+        self.client_kwargs = dict(client_kwargs or {})
         self.topic = topic
         self.buffer: deque[tuple[bytes, bytes]] = deque()
         self.capacity = capacity
@@ -40,7 +51,9 @@ class ImpressionLogger:
 
     async def _producer_ready(self) -> AIOKafkaProducer:
         while self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", **self.client_kwargs
+            )
             try:
                 await producer.start()
                 self._producer = producer

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 
 async def _consume(
-    bootstrap: str, topic: str, handle: Callable[[Any], None], ready: asyncio.Event, max_bytes: int
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[Any], None],
+    ready: asyncio.Event,
+    max_bytes: int,
+    client_kwargs: Mapping[str, Any],
 ) -> None:
     """Apply every message of every partition of ``topic``; set ``ready`` once caught up."""
     consumer = AIOKafkaConsumer(
@@ -33,6 +38,7 @@ async def _consume(
         group_id=None,
         max_partition_fetch_bytes=max_bytes,
         fetch_max_bytes=max_bytes,
+        **client_kwargs,
     )
     await consumer.start()
     try:
@@ -118,12 +124,20 @@ class SnapshotLoader:
 
 
 async def run_consumer(
-    bootstrap: str, topic: str, handle: Callable[[Any], None], ready: asyncio.Event, max_bytes: int
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[Any], None],
+    ready: asyncio.Event,
+    max_bytes: int,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    """``_consume`` that restarts after broker errors instead of dying."""
+    """``_consume`` that restarts after broker errors instead of dying.
+
+    ``client_kwargs``: extra AIOKafkaConsumer arguments (``streams.security.aiokafka_kwargs``).
+    """
     while True:
         try:
-            await _consume(bootstrap, topic, handle, ready, max_bytes)
+            await _consume(bootstrap, topic, handle, ready, max_bytes, client_kwargs or {})
         except asyncio.CancelledError:
             raise
         except Exception:

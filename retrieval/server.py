@@ -25,6 +25,7 @@ from retrieval.strategies.memory import MemoryStrategy
 from schemas.exceptions import LtrrError
 from state.q2e import Q2EMemory
 from state.store import MemoryStore
+from streams.security import aiokafka_kwargs, describe, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -111,8 +112,13 @@ class RetrievalWorker:
             model_name=settings.model_name,
             q2e_boost=settings.q2e_boost,
         )
+        #: SASL/TLS arguments of every aiokafka client (one shared TLS context).
+        self.kafka_kwargs = aiokafka_kwargs(settings)
         self.impressions = ImpressionLogger(
-            settings.broker, self.topics.impressions.name, capacity=settings.impression_buffer
+            settings.broker,
+            self.topics.impressions.name,
+            capacity=settings.impression_buffer,
+            client_kwargs=self.kafka_kwargs,
         )
         self.loader = SnapshotLoader(
             self.policy,
@@ -128,7 +134,9 @@ class RetrievalWorker:
 
     async def send_action(self, key: bytes, value: bytes) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.broker, acks="all", **self.kafka_kwargs
+            )
             await producer.start()
             self._producer = producer
         await self._producer.send_and_wait(self.topics.actions.name, value=value, key=key)
@@ -143,7 +151,14 @@ class RetrievalWorker:
         ]
         return [
             asyncio.create_task(
-                run_consumer(self.settings.broker, topic, handle, self.ready_events[name], big),
+                run_consumer(
+                    self.settings.broker,
+                    topic,
+                    handle,
+                    self.ready_events[name],
+                    big,
+                    self.kafka_kwargs,
+                ),
                 name=name,
             )
             for topic, handle, name in specs
@@ -161,10 +176,12 @@ class RetrievalWorker:
 async def serve(settings: Settings) -> None:
     from streams.admin import create_topics
 
+    log.info("broker %s over %s", settings.broker, describe(settings))
     create_topics(
         settings.broker,
         Topics.from_settings(settings).all(),
         replication_factor=settings.replication_factor,
+        security=kafka_python_kwargs(settings),
     )
     worker = RetrievalWorker(settings)
     tasks = await worker.start_background()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -12,26 +16,85 @@ from streams.exceptions import BrokerError
 from streams.topics import TopicSpec
 
 
-def admin_client(bootstrap: str, *, timeout_s: float = 15.0) -> KafkaAdminClient:
-    """An admin client, or a ``BrokerError`` that says which address did not answer."""
-    try:
-        return KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
-            client_id="ltrr-admin",
-            request_timeout_ms=int(timeout_s * 1000),
+def admin_client(
+    bootstrap: str, *, timeout_s: float = 15.0, security: Mapping[str, Any] | None = None
+) -> KafkaAdminClient:
+    """An admin client, or a ``BrokerError`` that says which address did not answer and why.
+
+    ``security`` is ``streams.security.kafka_python_kwargs(settings)`` (empty for PLAINTEXT).
+    """
+    security = security or {}
+    with _client_errors() as errors:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=bootstrap.split(","),
+                client_id="ltrr-admin",
+                request_timeout_ms=int(timeout_s * 1000),
+                **security,
+            )
+        except KafkaError as exc:
+            raise BrokerError(_no_answer(bootstrap, security, errors)) from exc
+
+
+def _no_answer(bootstrap: str, security: Mapping[str, Any], errors: list[str]) -> str:
+    protocol = security.get("security_protocol", "PLAINTEXT")
+    message = f"no Kafka broker answers at {bootstrap} over {protocol}"
+    refused = next((m for m in map(_AUTH_FAILED.search, errors) if m), None)
+    if refused:
+        return (
+            f"{message}: the broker refused the SASL login of user "
+            f"{security.get('sasl_plain_username')!r} with {security.get('sasl_mechanism')} "
+            f"({refused.group(0)}); check LTRR_SASL_USERNAME, LTRR_SASL_PASSWORD and "
+            f"LTRR_SASL_MECHANISM"
         )
-    except KafkaError as exc:
-        raise BrokerError(
-            f"no Kafka broker answers at {bootstrap}; start one (`ltrr broker`) or set "
-            f"LTRR_BROKER / --broker to a reachable bootstrap address"
-        ) from exc
+    tls = next((e for e in errors if _TLS_FAILED.search(e)), None)
+    if tls:
+        return (
+            f"{message}: TLS failed ({tls}); check LTRR_SSL_CAFILE (the CA that signed the "
+            f"broker's certificate), LTRR_SSL_CHECK_HOSTNAME, and that the listener speaks TLS"
+        )
+    cause = next((e for e in reversed(errors) if "failed:" in e), None)
+    return (
+        f"{message}{f' ({cause})' if cause else ''}; start one (`ltrr broker`) or set "
+        f"LTRR_BROKER / --broker to a reachable bootstrap address, and LTRR_SECURITY_PROTOCOL "
+        f"to what its listener expects (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+    )
+
+
+_AUTH_FAILED = re.compile(r"Authentication failed[^()\[\]]*")
+_TLS_FAILED = re.compile(r"SSLError|SSLCertVerification|CERTIFICATE|[Hh]andshake|WRONG_VERSION")
+
+
+@contextmanager
+def _client_errors() -> Iterator[list[str]]:
+    """Collect kafka-python's connection warnings and errors: it only logs why a bootstrap
+    failed (a refused login, a TLS handshake error) before timing out."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text not in seen:
+                seen.append(text)
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("kafka")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 def create_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Create each topic that does not exist yet; returns name -> ``created`` | ``exists``."""
-    client = admin_client(bootstrap)
+    client = admin_client(bootstrap, security=security)
     try:
         existing = set(client.list_topics())
         outcome: dict[str, str] = {}
@@ -57,8 +120,8 @@ def create_topics(
         client.close()
 
 
-def list_topics(bootstrap: str) -> list[str]:
-    client = admin_client(bootstrap)
+def list_topics(bootstrap: str, *, security: Mapping[str, Any] | None = None) -> list[str]:
+    client = admin_client(bootstrap, security=security)
     try:
         return sorted(client.list_topics())
     finally:

@@ -7,11 +7,13 @@ from pathlib import Path
 import faust
 
 from schemas import codec
+from streams.security import faust_app_kwargs
 from streams.settings import Settings
 
 
 def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
-    """A Faust app wired to the broker, RocksDB state under ``data_dir`` and the web server.
+    """A Faust app wired to the broker (with SASL/TLS credentials when the settings ask for
+    them), RocksDB state under ``data_dir`` and the web server.
 
     Topics carry raw bytes: agents decode and validate themselves so that a bad message becomes
     a dead letter instead of a crashed stream.
@@ -43,4 +45,5 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
         web_port=settings.web_port,
         web_tables_enabled=False,
         web_in_thread=False,
+        **faust_app_kwargs(settings),
     )

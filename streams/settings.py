@@ -7,15 +7,20 @@ named by ``--config`` or ``LTRR_CONFIG`` (keys are the field names below), built
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from streams.exceptions import SettingsError
 
 ENV_PREFIX = "LTRR_"
+
+#: Values of ``security_protocol`` (Kafka's names) and ``sasl_mechanism``.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,25 @@ class Settings:
     retention_hours: int = 7 * 24
     #: Retention of the dead-letter topic, hours.
     dlq_retention_hours: int = 14 * 24
+    #: How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL login, no
+    #: TLS) or SASL_SSL (SASL login over TLS). Applies to every Kafka client ltrr creates.
+    security_protocol: str = "PLAINTEXT"
+    #: SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    sasl_mechanism: str = "PLAIN"
+    #: SASL user name with SASL_*.
+    sasl_username: str = ""
+    #: SASL password with SASL_*. Environment (LTRR_SASL_PASSWORD) or TOML only, never a flag
+    #: (it would show in process lists), and left out of ``repr``.
+    sasl_password: str = field(default="", repr=False)
+    #: With SSL/SASL_SSL: PEM file of the CA that signed the brokers' certificates (empty = the
+    #: system's trusted CAs).
+    ssl_cafile: str = ""
+    #: With SSL/SASL_SSL: PEM client certificate (and chain) for brokers that require mutual
+    #: TLS, and its private key (empty = the key is in the certificate file).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    #: With SSL/SASL_SSL: check that the broker's certificate names the host connected to.
+    ssl_check_hostname: bool = True
     #: Faust application id: the consumer group and the prefix of changelog topics.
     app_id: str = "ltrr-worker"
     #: Where the worker keeps RocksDB state (one directory per worker process).
@@ -123,8 +147,18 @@ class Settings:
         return dataclasses.replace(self, **given)
 
     @classmethod
-    def load(cls, environ: Mapping[str, str], config_path: str | Path | None = None) -> Settings:
-        """Settings from an optional TOML file, then ``LTRR_*`` variables in ``environ``."""
+    def load(
+        cls,
+        environ: Mapping[str, str],
+        config_path: str | Path | None = None,
+        *,
+        validate: bool = True,
+    ) -> Settings:
+        """Settings from an optional TOML file, then ``LTRR_*`` variables in ``environ``.
+
+        ``validate=False`` lets a caller apply command-line overrides first and validate the
+        result once (a flag may complete what the environment started, e.g. the SASL user).
+        """
         values: dict[str, Any] = {}
         path = config_path or environ.get(ENV_PREFIX + "CONFIG")
         if path:
@@ -135,7 +169,8 @@ class Settings:
             if raw is not None:
                 values[f.name] = _coerce(ENV_PREFIX + f.name.upper(), raw, hints[f.name])
         settings = cls(**values)
-        settings.validate()
+        if validate:
+            settings.validate()
         return settings
 
     def validate(self) -> None:
@@ -173,6 +208,62 @@ class Settings:
             raise SettingsError("snapshot_key is empty; set LTRR_SNAPSHOT_KEY to a secret")
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
+        self._validate_security()
+
+    def _validate_security(self) -> None:
+        """Refuse combinations that could only fail later, deep inside a Kafka client."""
+        protocol = self.security_protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"security_protocol must be one of {'|'.join(SECURITY_PROTOCOLS)}, got "
+                f"{protocol!r} (LTRR_SECURITY_PROTOCOL)"
+            )
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        if sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"sasl_mechanism must be one of {'|'.join(SASL_MECHANISMS)}, got "
+                    f"{self.sasl_mechanism!r} (LTRR_SASL_MECHANISM)"
+                )
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("sasl_username", "sasl_password")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise SettingsError(
+                    f"security_protocol {protocol} needs a SASL user name and password; "
+                    f"set {' and '.join(missing)} (or the TOML keys)"
+                )
+        elif self.sasl_username or self.sasl_password:
+            raise SettingsError(
+                f"SASL credentials are set but security_protocol is {protocol}, which sends "
+                f"none; set LTRR_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL, or unset "
+                f"LTRR_SASL_USERNAME and LTRR_SASL_PASSWORD"
+            )
+        files = {n: getattr(self, n) for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
+        given = [name for name, path in files.items() if path]
+        if given and not tls:
+            raise SettingsError(
+                f"{', '.join(given)} set but security_protocol is {protocol}, which does not "
+                f"use TLS; set LTRR_SECURITY_PROTOCOL=SSL or SASL_SSL, or unset them"
+            )
+        for name in given:
+            path = Path(files[name]).expanduser()
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                raise SettingsError(
+                    f"{name} {files[name]!r} does not exist or is not readable; set "
+                    f"{ENV_PREFIX}{name.upper()} to an existing PEM file"
+                )
+        if not isinstance(self.ssl_check_hostname, bool):
+            raise SettingsError(
+                f"ssl_check_hostname must be true or false, got {self.ssl_check_hostname!r}"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise SettingsError(
+                "ssl_keyfile is set without ssl_certfile; set LTRR_SSL_CERTFILE to the client "
+                "certificate that goes with the key"
+            )
 
     @property
     def broker_url(self) -> str:
