@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from evaluation.cli import add_parser as add_eval_parser
 from schemas.exceptions import LtrrError
 from streams.settings import Settings
 
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file to compare with (exit 3 unless identical)",
     )
 
+    add_eval_parser(sub, _add_common, EPILOG)
+
     demo = sub.add_parser(
         "demo",
         help="the main job: broker + worker + traffic, live progress, summary",
@@ -415,6 +418,12 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
     return learn_offline(args.file, vw_args, args.model, args.output, args.compare)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evaluation.cli import run
+
+    return run(args, load_settings(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ltrr.demo import main_demo
 
@@ -431,6 +440,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "learn-offline": cmd_learn_offline,
     "serve": cmd_serve,
+    "eval": cmd_eval,
 }
 
 
