@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evaluation.cli import add_parser as add_eval_parser
+from ltrr.simulate import add_parsers as add_simulation_parsers
 from schemas.exceptions import LtrrError
 from streams.settings import Settings
 
@@ -276,21 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub, _add_common, EPILOG)
 
-    demo = sub.add_parser(
-        "demo",
-        help="the main job: broker + worker + traffic, live progress, summary",
-        description="Start the embedded broker and a worker, produce seeded impression and "
-        "action traffic (a share deliberately broken) through Kafka at a steady rate, show "
-        "live progress, and end with a summary checking that every valid event was accepted "
-        "and every broken one dead-lettered with its reason. Ctrl-C stops everything cleanly.",
-    )
-    demo.add_argument("--events", type=int, default=2000, help="impressions to produce (2000)")
-    demo.add_argument("--rate", type=float, default=400.0, help="impressions per second (400)")
-    demo.add_argument("--seed", type=int, default=7, help="traffic seed (7)")
-    demo.add_argument(
-        "--broken-share", type=float, default=0.05, help="share of broken impressions (0.05)"
-    )
-    demo.add_argument("--out", metavar="DIR", help="where state and logs go (a temp dir)")
+    add_simulation_parsers(sub, EPILOG)
     return parser
 
 
@@ -424,13 +411,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args, load_settings(args))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ltrr.demo import main_demo
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ltrr.simulate import run
 
-    if args.events < 1 or args.rate <= 0 or not 0 <= args.broken_share <= 1:
-        print("ltrr demo: --events >= 1, --rate > 0, 0 <= --broken-share <= 1", file=sys.stderr)
-        return 2
-    return main_demo(args.events, args.rate, args.seed, args.broken_share, args.out)
+    return run(args, title="ltrr simulate")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ltrr.simulate import run
+
+    return run(args, title="ltrr demo")
 
 
 COMMANDS = {
@@ -438,6 +428,7 @@ COMMANDS = {
     "topics": cmd_topics,
     "worker": cmd_worker,
     "demo": cmd_demo,
+    "simulate": cmd_simulate,
     "learn-offline": cmd_learn_offline,
     "serve": cmd_serve,
     "eval": cmd_eval,

@@ -1,4 +1,5 @@
-"""Run an ``ltrr worker`` as a child process: used by ``ltrr demo`` and the integration tests."""
+"""Run ``ltrr worker`` and ``ltrr serve`` as child processes: used by ``ltrr demo``,
+``ltrr simulate``, the benchmarks and the integration tests."""
 
 from __future__ import annotations
 
@@ -15,43 +16,46 @@ from streams.brokers.ports import free_port
 from streams.scrape import ready
 
 
-class WorkerProcess:
-    """``ltrr worker`` with the given flags; ``start`` returns once its partitions are assigned."""
+class LtrrProcess:
+    """``ltrr <command>`` with the given flags; ``start`` returns once it reports ready."""
 
-    def __init__(self, *flags: str, log_path: Path, ready_timeout_s: float = 90.0) -> None:
+    command = ""
+    port_flag = ""
+
+    def __init__(
+        self,
+        *flags: str,
+        log_path: Path,
+        ready_timeout_s: float = 90.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.flags = flags
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> WorkerProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "ltrr.cli",
-            "worker",
-            "--web-port",
-            str(self.port),
-            *self.flags,
-        ]
+    def start(self) -> LtrrProcess:
+        cmd = [sys.executable, "-m", "ltrr.cli", self.command, self.port_flag, str(self.port)]
+        cmd += self.flags
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = time.monotonic() + self.ready_timeout_s
         while not ready(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = self.log_path.read_text("utf-8", "replace")[-3000:]
                 self.stop()
-                raise LtrrError(f"the worker did not become ready; its log ends:\n{tail}")
+                raise LtrrError(f"ltrr {self.command} did not become ready; its log ends:\n{tail}")
             time.sleep(0.3)
         return self
 
@@ -77,7 +81,7 @@ class WorkerProcess:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> WorkerProcess:
+    def __enter__(self) -> LtrrProcess:
         return self.start()
 
     def __exit__(
@@ -87,3 +91,17 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class WorkerProcess(LtrrProcess):
+    """``ltrr worker``: ready once its partitions are assigned."""
+
+    command = "worker"
+    port_flag = "--web-port"
+
+
+class ServeProcess(LtrrProcess):
+    """``ltrr serve``: ready once the catalog is indexed and its consumers run."""
+
+    command = "serve"
+    port_flag = "--serve-port"

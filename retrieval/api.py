@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from retrieval import metrics as m
 from retrieval.impressions import ImpressionLogger
+from retrieval.plans import PlanError, PlanSpec, parse_plans
 from retrieval.search import Searcher
 from schemas.contracts import Contract
 from schemas.validation import Rejection, decode
@@ -92,12 +93,20 @@ def build_app(
                 exc.message.replace("data.", "").replace("data ", "request "),
                 field,
             )
+        extra: list[PlanSpec] = []
+        if body.get("explain_plans"):
+            try:
+                extra = parse_plans(";".join(body["explain_plans"]), list(searcher.strategies))
+            except PlanError as exc:
+                return error(400, "invalid_plan", str(exc), "explain_plans")
         result = searcher.search(
             body["query"],
             body.get("context") or {},
             body.get("k", 10),
             request_id=body.get("request_id"),
             user_id=body.get("user_id"),
+            explain=bool(body.get("explain")),
+            explain_plans=extra,
         )
         impressions.log(result.impression_id.encode(), orjson.dumps(result.impression))
         results = []
@@ -112,19 +121,19 @@ def build_app(
                 item.update(title=entity.title, type=entity.type)
             results.append(item)
         m.SEARCH_LATENCY.observe(time.perf_counter() - started)
-        return web.json_response(
-            {
-                "impression_id": result.impression_id,
-                "results": results,
-                "plan": {
-                    "id": result.plan.id,
-                    "budgets": dict(result.plan.budgets),
-                    "probability": result.probability,
-                },
-                "model_version": result.model_version,
+        response: dict[str, Any] = {
+            "impression_id": result.impression_id,
+            "results": results,
+            "plan": {
+                "id": result.plan.id,
+                "budgets": dict(result.plan.budgets),
+                "probability": result.probability,
             },
-            dumps=lambda obj: orjson.dumps(obj).decode(),
-        )
+            "model_version": result.model_version,
+        }
+        if result.explain is not None:
+            response["explain"] = result.explain
+        return web.json_response(response, dumps=lambda obj: orjson.dumps(obj).decode())
 
     async def actions(request: web.Request) -> web.Response:
         body = await _json_body(request)

@@ -14,7 +14,7 @@ import orjson
 from schemas.contracts import Contract
 from schemas.validation import Rejection, decode
 
-ENTITY_TYPES = ("track", "artist", "album", "playlist", "podcast", "station")
+ENTITY_TYPES = ("track", "artist", "album", "playlist", "podcast", "station", "document")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from retrieval.strategies.base import Candidate
 
 Namespace = dict[str, float | str | bool]
 _BAD = re.compile(r"[\s|:]+")
+_WORD = re.compile(r"\w+")
 
 
 def clean(name: str) -> str:
@@ -76,7 +77,8 @@ def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dic
         for name, value in list(user.items())[:16]:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 c[clean(f"user_{name}")] = float(value)
-    return {"c": c}
+    q: Namespace = {clean(t.lower())[:32]: True for t in _WORD.findall(query)[:12]}
+    return {"c": c, "q": q} if q else {"c": c}
 
 
 def plan_features(
@@ -93,6 +95,7 @@ def plan_features(
     out = []
     for plan in plans:
         p: Namespace = {name: True for name in plan.strategies}
+        p["plan"] = clean(plan.id)
         r: Namespace = {}
         for name, budget in plan.budgets.items():
             found = results.get(name, ())

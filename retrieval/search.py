@@ -27,6 +27,8 @@ class SearchResult:
     model_version: int
     probability: float
     impression: dict[str, Any]
+    #: What every plan would have shown (only when asked for; see ``Searcher.search``).
+    explain: dict[str, Any] | None = None
 
 
 class Searcher:
@@ -70,7 +72,11 @@ class Searcher:
         impression_id: str | None = None,
         request_id: str | None = None,
         user_id: str | None = None,
+        explain: bool = False,
+        explain_plans: Sequence[PlanSpec] = (),
     ) -> SearchResult:
+        """Decide, rank and log one search. With ``explain``, also rank the same retrieval
+        results under every configured plan and ``explain_plans`` (nothing extra is logged)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         seed = uuid.uuid4().int >> 65 if seed is None else seed
         impression_id = impression_id or uuid.uuid4().hex
@@ -114,6 +120,36 @@ class Searcher:
         }
         if user_id:
             impression["user_id"] = user_id
+        explained = None
+        if explain:
+            explained = self._explain(results, k, q2e, decision.pmf, explain_plans)
         return SearchResult(
-            impression_id, plan, ranked, decision.model_version, decision.probability, impression
+            impression_id,
+            plan,
+            ranked,
+            decision.model_version,
+            decision.probability,
+            impression,
+            explained,
         )
+
+    def _explain(
+        self,
+        results: Mapping[str, Sequence[Candidate]],
+        k: int,
+        q2e: Mapping[str, float] | None,
+        pmf: Sequence[float],
+        extra: Sequence[PlanSpec],
+    ) -> dict[str, Any]:
+        plans: dict[str, list[str]] = {}
+        budgets: dict[str, dict[str, int]] = {}
+        for plan in [*self.plans, *extra]:
+            plans[plan.id] = [r.entity_id for r in rank(plan, results, k, q2e, self.q2e_boost)]
+            budgets[plan.id] = dict(plan.budgets)
+        return {
+            "strategies": {name: [c.entity_id for c in found] for name, found in results.items()},
+            "plans": plans,
+            "budgets": budgets,
+            "pmf": list(pmf),
+            "plan_ids": [p.id for p in self.plans],
+        }

@@ -25,7 +25,7 @@ DEFAULT_ACTION_WEIGHTS: Mapping[str, float] = {
     "click": 1.0, "play": 2.0, "like": 3.0, "add_to_favorites": 3.0,
     "add_to_playlist": 3.0, "purchase": 5.0, "share": 2.0, "skip": -1.0,
 }  # fmt: skip
-ENTITY_TYPES = frozenset({"track", "artist", "album", "playlist", "podcast", "station"})
+ENTITY_TYPES = frozenset({"track", "artist", "album", "playlist", "podcast", "station", "document"})
 FIELD_WEIGHTS: Mapping[str, float] = {"title": 1.0, "artist": 0.8, "genre": 0.5}
 _APOSTROPHES = frozenset("'\u2018\u2019\u02bc")
 _JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ carry meaning (Persian, emoji sequences)

@@ -1,0 +1,392 @@
+"""``ltrr simulate`` and ``ltrr demo``: simulated users against the real loop, and a report.
+
+Without ``--url`` both start the whole stack on this machine — the embedded broker, the
+learning worker (``ltrr worker``) and the retrieval worker (``ltrr serve``) — as child
+processes; with ``--url`` they drive an ``ltrr serve`` you run (and ``--broker`` lets them
+publish new releases to its catalog topic). The simulated users search through HTTP
+``/search`` and report what they did through ``/actions``; the worker joins, rewards, learns
+and publishes snapshots that the retrieval worker hot-loads. ``ltrr demo`` is ``ltrr simulate``
+on the music world with settings that finish in a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ltrr.processes import ServeProcess, WorkerProcess
+from schemas.exceptions import LtrrError
+from sim.beir import BeirWorld
+from sim.runner import HttpBackend, SimConfig, Simulation, World
+from sim.scoreboard import LEARNED, ORACLE, UNION, Scoreboard
+from sim.world import DEFAULT_MIX, KINDS, MusicWorld, WorldConfig
+from streams.scrape import scrape, total
+
+#: Short windows and frequent snapshots, so a few-minute run learns many times over.
+LOOP_FLAGS = (
+    "--reward-window-s",
+    "2",
+    "--join-tick-s",
+    "0.2",
+    "--checkpoint-interval-s",
+    "1",
+    "--snapshot-interval-s",
+    "2",
+    "--snapshot-every",
+    "200",
+)
+STRATEGIES = "lexical,semantic,memory,popular,fresh"
+
+
+def say(text: str = "") -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def add_parsers(sub: Any, epilog: str) -> None:
+    """Register ``simulate`` and ``demo`` on the CLI's subparsers."""
+    simulate = sub.add_parser(
+        "simulate",
+        help="simulated users against the real loop; compare with static baselines",
+        description=__doc__,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_flags(simulate, queries=3000)
+    world = simulate.add_argument_group("world")
+    world.add_argument(
+        "--beir",
+        type=Path,
+        metavar="DIR",
+        help="use an IR test collection in BEIR layout (corpus.jsonl, queries.jsonl, "
+        "qrels/SPLIT.tsv) as catalog and queries instead of the music world",
+    )
+    world.add_argument("--beir-split", default="test", help="qrels split to use (test)")
+    target = simulate.add_argument_group("target (default: start everything here)")
+    target.add_argument(
+        "--url", help="drive this running ltrr serve (http://HOST:PORT) instead of starting one"
+    )
+    target.add_argument(
+        "--broker", help="with --url: bootstrap servers, to publish new releases to the catalog"
+    )
+    target.add_argument("--topic-prefix", default="ltrr.", help="with --url: topic prefix (ltrr.)")
+    target.add_argument(
+        "--strategies",
+        default=STRATEGIES,
+        help=f"with --url: the strategies that serve runs, for the union baseline ({STRATEGIES})",
+    )
+    target.add_argument(
+        "--plan-total-budget",
+        type=int,
+        default=100,
+        help="with --url: the candidate budget its plans share, for the union baseline (100)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: the whole loop on simulated music search, live, with a report",
+        description="Start the embedded broker, the learning worker and the retrieval worker, "
+        "then let simulated users search a generated music catalog. The bandit learns which "
+        "retrieval plan (lexical, semantic, memory, popular, fresh, or a mix) to use per "
+        "query; live progress compares its reward with static baselines on the same queries, "
+        "and a report (Markdown + PNG plots) shows cumulative reward, regret, recall@budget "
+        "and the plans learned per query kind. Ctrl-C stops cleanly and still writes it.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_flags(demo, queries=3000)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--queries", type=int, default=queries, help=f"queries to simulate ({queries})"
+    )
+    run.add_argument(
+        "--rate", type=float, default=0.0, help="queries per second (0: as fast as served; 0)"
+    )
+    run.add_argument("--seed", type=int, default=7, help="world, users and clicks seed (7)")
+    run.add_argument("--k", type=int, default=10, help="results shown per query (10)")
+    run.add_argument("--entities", type=int, default=2000, help="music world: catalog size (2000)")
+    run.add_argument(
+        "--mix",
+        help="music world: query kinds and weights, e.g. exact=0.25,describe=0.2,misspell=0.2,"
+        "head=0.15,fresh=0.2 (that is the default)",
+    )
+    run.add_argument(
+        "--release-every",
+        type=int,
+        default=25,
+        help="music world: release a new entity every N queries (25; 0: never)",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("ltrr-report"),
+        metavar="DIR",
+        help="where the report (report.md, PNGs, summary.json), logs and state go (./ltrr-report)",
+    )
+
+
+def parse_mix(spec: str | None) -> dict[str, float]:
+    if not spec:
+        return dict(DEFAULT_MIX)
+    mix = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, weight = part.partition("=")
+        if kind not in KINDS:
+            raise LtrrError(f"--mix: unknown query kind {kind!r}; kinds: {', '.join(KINDS)}")
+        try:
+            mix[kind] = float(weight)
+        except ValueError as exc:
+            raise LtrrError(f"--mix: {part!r} is not KIND=WEIGHT") from exc
+    if not any(v > 0 for v in mix.values()):
+        raise LtrrError("--mix: give at least one kind a positive weight")
+    return mix
+
+
+def build_world(args: argparse.Namespace, now_ms: int) -> World:
+    if getattr(args, "beir", None):
+        return BeirWorld(args.beir, split=args.beir_split, seed=args.seed)
+    config = WorldConfig(entities=args.entities, seed=args.seed, mix=parse_mix(args.mix))
+    return MusicWorld(config, now_ms=now_ms)
+
+
+@dataclass
+class Stack:
+    """What runs the loop: the serve URL, a catalog publisher, and the local processes."""
+
+    url: str
+    publish: Callable[[Mapping[str, Any]], None] | None
+    worker: WorkerProcess | None = None
+    serve: ServeProcess | None = None
+    bootstrap: str = ""
+
+
+@contextmanager
+def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
+    """Broker, learning worker and retrieval worker on this machine, stopped on exit."""
+    from kafka import KafkaProducer
+
+    from streams.admin import create_topics
+    from streams.brokers.tansu import TansuBroker
+    from streams.settings import Settings
+    from streams.topics import Topics
+
+    catalog_path = out / "catalog.jsonl"
+    entities = world.catalog()
+    catalog_path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entities))
+    with ExitStack() as stack:
+        broker = stack.enter_context(TansuBroker())
+        say(f"  broker    tansu on {broker.bootstrap}")
+        settings = Settings(broker=broker.bootstrap, partitions=2)
+        topics = Topics.from_settings(settings)
+        create_topics(broker.bootstrap, topics.all())
+        producer = KafkaProducer(bootstrap_servers=[broker.bootstrap], linger_ms=20)
+        stack.callback(producer.close)
+
+        def publish(entity: Mapping[str, Any]) -> None:
+            key = str(entity["id"]).encode()
+            producer.send(topics.catalog.name, key=key, value=orjson.dumps(entity))
+
+        for entity in entities:  # the worker's Q2E cold start reads the catalog topic
+            publish(entity)
+        producer.flush()
+
+        common = ("--broker", broker.bootstrap, "--partitions", "2")
+        say("  worker    starting the learning loop (joins its consumer group)...")
+        worker = WorkerProcess(
+            *LOOP_FLAGS,
+            *common,
+            "--data-dir",
+            str(out / "state"),
+            "--app-id",
+            "ltrr-sim",
+            log_path=out / "worker.log",
+        )
+        stack.enter_context(worker)
+        say(f"  worker    ready: {worker.url}/metrics (log {worker.log_path})")
+        say(f"  serve     indexing {len(entities)} entities (embeds them once; cached after)...")
+        serve = ServeProcess(
+            *common,
+            "--catalog-path",
+            str(catalog_path),
+            "--vector-cache-dir",
+            str(out / "cache"),
+            "--strategies",
+            STRATEGIES,
+            log_path=out / "serve.log",
+            ready_timeout_s=600,
+        )
+        stack.enter_context(serve)
+        say(f"  serve     ready: {serve.url}/search (log {serve.log_path})")
+        yield Stack(serve.url, publish, worker, serve, broker.bootstrap)
+
+
+@contextmanager
+def remote_stack(args: argparse.Namespace) -> Iterator[Stack]:
+    if not args.broker:
+        yield Stack(args.url, None)
+        return
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=args.broker.split(","), linger_ms=20)
+    topic = args.topic_prefix + "catalog"
+
+    def publish(entity: Mapping[str, Any]) -> None:
+        producer.send(topic, key=entity["id"].encode(), value=orjson.dumps(entity))
+
+    try:
+        yield Stack(args.url, publish)
+    finally:
+        producer.close()
+
+
+class Progress:
+    """One live status line, and a plan-mix line every quarter of the run."""
+
+    def __init__(self, queries: int, stack: Stack) -> None:
+        self.queries = queries
+        self.stack = stack
+        self.quarter = 0
+        self.started = time.monotonic()
+
+    def __call__(self, sim: Simulation) -> None:
+        board = sim.board
+        if board is None or not board.steps:
+            return
+        n = len(board)
+        window = board.steps[-300:]
+        recent = Scoreboard(board.plan_ids, board.singles, board.union_id, board.configured)
+        recent.steps = list(window)
+        means = {k: sum(v) / len(v) for k, v in recent.series().items()}
+        singles = {k: v for k, v in means.items() if k in board.singles}
+        best = max(singles, key=lambda k: singles[k]) if singles else LEARNED
+        rate = n / max(1e-9, time.monotonic() - self.started)
+        line = (
+            f"\r  {n:5d}/{self.queries} queries ({rate:4.1f}/s)  reward/query, last "
+            f"{len(window)}: learned {means[LEARNED]:.3f}  union {means.get(UNION, 0):.3f}  "
+            f"best single {means[best]:.3f} ({best})  oracle {means[ORACLE]:.3f}  "
+            f"model v{window[-1].model_version}  "
+        )
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if n * 4 // self.queries > self.quarter:
+            self.quarter = n * 4 // self.queries
+            sys.stderr.write("\n")
+            for kind in sorted({s.kind for s in window}):
+                chosen = Counter(s.plan for s in window if s.kind == kind)
+                top = ", ".join(
+                    f"{p} {c / sum(chosen.values()):.0%}" for p, c in chosen.most_common(2)
+                )
+                say(f"      {kind:9s} -> {top}")
+
+
+def run(args: argparse.Namespace, *, title: str) -> int:
+    """Run a simulation and write its report; returns the exit code."""
+    if args.queries < 1 or args.rate < 0 or args.k < 1:
+        raise LtrrError("--queries and --k must be >= 1 and --rate >= 0")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    now_ms = time.time_ns() // 1_000_000
+    world = build_world(args, now_ms)
+    url = getattr(args, "url", None)
+    say(f"{title}: {args.queries} queries on the {world.name} world, seed {args.seed}")
+    strategies = (getattr(args, "strategies", None) or STRATEGIES).split(",")
+    budget = getattr(args, "plan_total_budget", 100)
+    with ExitStack() as stack:
+        try:
+            running = stack.enter_context(remote_stack(args) if url else embedded_stack(world, out))
+        except KeyboardInterrupt:
+            say("\ninterrupted while starting: stopped")
+            return 130
+        backend = HttpBackend(running.url, running.publish)
+        sim = Simulation(
+            world,
+            backend,
+            strategies=[s.strip() for s in strategies if s.strip()],
+            total_budget=budget,
+            config=SimConfig(
+                queries=args.queries,
+                k=args.k,
+                rate=args.rate,
+                release_every=args.release_every,
+                seed=args.seed,
+            ),
+        )
+        say("  users     searching; live: expected reward per query of each policy")
+        board = sim.run(Progress(args.queries, running))
+        say("")
+        if sim.stopped_early:
+            say("interrupted: stopping the loop cleanly and writing the report")
+        pipeline = _pipeline(running, board) if running.worker is not None else {}
+    if board is None:
+        say("no query was simulated; nothing to report")
+        return 1
+    facts = {
+        "world": world.name,
+        "seed": args.seed,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "stopped_early": sim.stopped_early,
+        **pipeline,
+    }
+    summary = write_report_safely(board, out, title, facts)
+    _print_summary(summary, out)
+    return 0
+
+
+def write_report_safely(
+    board: Scoreboard, out: Path, title: str, facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    from sim.report import write_report
+
+    return write_report(board, out, title=title, facts=facts)
+
+
+def _pipeline(stack: Stack, board: Scoreboard | None) -> dict[str, Any]:
+    """Wait briefly for the loop to reward every impression; report its counters."""
+    assert stack.worker is not None and stack.serve is not None
+    deadline = time.monotonic() + 20
+    served = total(scrape(stack.serve.url), "ltrr_impressions_logged_total", outcome="sent")
+    samples = scrape(stack.worker.url)
+    while time.monotonic() < deadline:
+        samples = scrape(stack.worker.url)
+        if total(samples, "ltrr_rewards_total") >= served:
+            break
+        time.sleep(0.5)
+    return {
+        "impressions_logged": int(served),
+        "rewards_joined": int(total(samples, "ltrr_rewards_total")),
+        "examples_learned": int(total(samples, "ltrr_learner_examples_total", verdict="learned")),
+        "dead_lettered": int(total(samples, "ltrr_dlq_events_total")),
+        "model_version_published": int(total(samples, "ltrr_model_version")),
+    }
+
+
+def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
+    mean, regret = summary["mean_reward"], summary["regret_vs"]
+    say("summary (expected reward per query, same queries for every policy)")
+    for name, value in mean.items():
+        extra = "" if name == LEARNED else f"   regret of learned vs. it {regret[name]:+8.1f}"
+        say(f"  {name:10s} {value:.4f}{extra}")
+    say(
+        f"  learned beats every static baseline: "
+        f"{'yes' if summary['beats_every_static_baseline'] else 'NO'}; "
+        f"learned/oracle in the last quarter: {summary['last_quarter_learned_over_oracle']}"
+    )
+    if "impressions_logged" in summary:
+        say(
+            f"  loop: {summary['impressions_logged']} impressions logged, "
+            f"{summary['rewards_joined']} rewards joined, {summary['examples_learned']} learned, "
+            f"{summary['dead_lettered']} dead-lettered, model v{summary['model_version_published']}"
+        )
+    say(f"  wall time {summary['wall_seconds']} s; report: {out / 'report.md'}")
