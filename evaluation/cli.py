@@ -167,6 +167,7 @@ def add_parser(
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``ltrr eval``; ``LtrrError`` (bad input, unreachable broker) propagates."""
     from agents.learning import DEFAULT_VW_ARGS  # the learner's defaults, loaded on use
+    from streams.security import kafka_python_kwargs
 
     if not 0 < args.confidence < 1:
         raise EvaluationError(f"--confidence must be in (0, 1), got {args.confidence}")
@@ -176,6 +177,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise EvaluationError(f"--reward-passes must be >= 1, got {args.reward_passes}")
     topics = Topics.from_settings(settings)
     max_bytes = settings.max_message_bytes
+    security = kafka_python_kwargs(settings)  # SASL/TLS of the topic reads; empty = PLAINTEXT
     vw_args = tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
     # Build the candidate first: a bad model or bad arguments fail before any reading.
     candidate: Candidate
@@ -192,6 +194,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             {settings.snapshot_key_id: settings.snapshot_key.encode()},
             timeout_s=args.timeout_s,
             max_bytes=max_bytes,
+            security=security,
         )
     if args.greedy:
         candidate = Greedy(candidate)
@@ -213,6 +216,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             model=args.model_name,
             timeout_s=args.timeout_s,
             max_bytes=max_bytes,
+            security=security,
         )
     malformed = logs.skipped.get("malformed", 0)
     if malformed:

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file to compare with (exit 3 unless identical)",
     )
 
-    add_eval_parser(sub, _add_common, EPILOG)
+    _add_security(add_eval_parser(sub, _add_common, EPILOG))
 
     add_simulation_parsers(sub, EPILOG)
     return parser
