@@ -12,8 +12,7 @@ threshold) with probability ``long_play``, and then adds it to favourites with p
 play and a skip with probability ``noise_skip``. Ranks are independent.
 
 ``expected_reward`` is the exact expectation of ltrr's reward function (agents/reward.py) over
-this model for the ``max`` aggregation (independent ranks: the distribution of a maximum is a
-product of CDFs), and a seeded Monte-Carlo mean for the others. The simulator scores every
+this model, for each aggregation (max, clipped sum, earliest). The simulator scores every
 policy and baseline by it, so comparisons carry no click noise; the learned policy's shown
 results also get sampled actions (``sample``) that go to ``/actions`` and drive learning.
 """
@@ -21,11 +20,10 @@ results also get sampled actions (``sample``) that go to ``/actions`` and drive 
 from __future__ import annotations
 
 import random
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agents.reward import RewardConfig, action_weight, compute_reward
+from agents.reward import RewardConfig, action_weight
 from schemas.records import UserAction
 
 #: One rank's possible outcomes: (probability, action types with values).
@@ -64,37 +62,32 @@ class ClickModel:
     def expected_reward(
         self, ranked: Sequence[str], relevant: Mapping[str, float], config: RewardConfig
     ) -> float:
-        """E[reward] of showing ``ranked`` to a user who wants ``relevant``."""
-        per_rank = [self.outcomes(r, relevant.get(e, 0.0)) for r, e in enumerate(ranked)]
-        if config.aggregation != "max":
-            return self._monte_carlo(ranked, relevant, config)
-        weighted = [[(p, _best(acts, config)) for p, acts in outs] for outs in per_rank]
-        nothing = 1.0
-        for outs in weighted:
-            nothing *= 1.0 - sum(p for p, _ in outs)
-        levels = sorted({w for outs in weighted for _, w in outs})
-        expected, below = nothing * config.default_reward, 0.0
-        for level in levels:
-            cdf = 1.0
-            for outs in weighted:
-                cdf *= 1.0 - sum(p for p, w in outs if w > level)
-            at_most = cdf - nothing  # some action, and the best is <= level
-            expected += level * (at_most - below)
-            below = at_most
-        return expected
-
-    def _monte_carlo(
-        self, ranked: Sequence[str], relevant: Mapping[str, float], config: RewardConfig
-    ) -> float:
-        rng = random.Random(zlib.crc32("\0".join([*ranked, "|", *sorted(relevant)]).encode()))
-        draws = 400
-        total = 0.0
-        for _ in range(draws):
-            actions = [
-                UserAction("a", "i", e, t, 0, v) for e, t, v in self.sample(ranked, relevant, rng)
+        """E[reward] of showing ``ranked`` to a user who wants ``relevant``: exact, by dynamic
+        programming over ranks on the distribution of the aggregate so far (``None`` until
+        the first action), for every aggregation of ``config``."""
+        dist: dict[float | None, float] = {None: 1.0}
+        for rank, entity_id in enumerate(ranked):
+            outs = [
+                (p, [action_weight(UserAction("a", "i", "e", t, 0, v), config) for t, v in acts])
+                for p, acts in self.outcomes(rank, relevant.get(entity_id, 0.0))
             ]
-            total += compute_reward(actions, config).reward
-        return total / draws
+            quiet = 1.0 - sum(p for p, _ in outs)
+            step: dict[float | None, float] = {}
+            for state, prob in dist.items():
+                step[state] = step.get(state, 0.0) + prob * quiet
+                for p, weights in outs:
+                    nxt = round(_combine(state, weights, config.aggregation), 9)
+                    step[nxt] = step.get(nxt, 0.0) + prob * p
+            dist = step
+        expected = 0.0
+        for state, prob in dist.items():
+            if state is None:
+                expected += prob * config.default_reward
+            elif config.aggregation == "sum":
+                expected += prob * min(config.clip_max, max(config.clip_min, state))
+            else:
+                expected += prob * state
+        return expected
 
     def sample(
         self, ranked: Sequence[str], relevant: Mapping[str, float], rng: random.Random
@@ -111,5 +104,10 @@ class ClickModel:
         return out
 
 
-def _best(actions: Sequence[tuple[str, float | None]], config: RewardConfig) -> float:
-    return max(action_weight(UserAction("a", "i", "e", t, 0, v), config) for t, v in actions)
+def _combine(state: float | None, weights: Sequence[float], aggregation: str) -> float:
+    """The aggregate after one more rank's actions (in the order they happen)."""
+    if aggregation == "max":
+        return max(weights) if state is None else max(state, *weights)
+    if aggregation == "sum":
+        return (state or 0.0) + sum(weights)
+    return weights[0] if state is None else state  # earliest: the first action decides
