@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +27,9 @@ def admin_client(
     ``security`` is ``streams.security.kafka_python_kwargs(settings)`` (empty for PLAINTEXT).
     """
     security = security or {}
+    refused = _refused_login(bootstrap, security, timeout_s)
+    if refused:
+        raise BrokerError(refused)
     with _client_errors() as errors:
         try:
             return KafkaAdminClient(
@@ -34,6 +40,54 @@ def admin_client(
             )
         except KafkaError as exc:
             raise BrokerError(_no_answer(bootstrap, security, errors)) from exc
+
+
+def _refused_login(bootstrap: str, security: Mapping[str, Any], timeout_s: float) -> str | None:
+    """With SASL or TLS, why one login to the first bootstrap server fails for good, if it does.
+
+    kafka-python retries a refused login until its 30 s bootstrap timeout and reports only a
+    timeout; one aiokafka connection gets the broker's reason in a fraction of a second. An
+    unreachable broker is not a refusal: it is left to the admin client's retries.
+    """
+    if security.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+        return None
+    from aiokafka import errors
+    from aiokafka.conn import create_conn
+
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+
+    async def login() -> None:
+        conn = await create_conn(
+            host, int(port), request_timeout_ms=int(timeout_s * 1000), **security
+        )
+        conn.close()
+
+    user, mechanism = security.get("sasl_plain_username"), security.get("sasl_mechanism")
+    try:
+        # In its own thread and event loop: callers may run inside one (ltrr serve).
+        with ThreadPoolExecutor(1, thread_name_prefix="ltrr-login") as pool:
+            pool.submit(asyncio.run, login()).result(timeout=timeout_s + 5)
+    except (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError) as exc:
+        return (
+            f"the Kafka broker at {bootstrap} refused the SASL login of user {user!r} with "
+            f"{mechanism} ({exc}); check LTRR_SASL_USERNAME, LTRR_SASL_PASSWORD and "
+            f"LTRR_SASL_MECHANISM"
+        )
+    except errors.UnsupportedSaslMechanismError as exc:
+        return (
+            f"the Kafka broker at {bootstrap} does not enable SASL mechanism {mechanism} "
+            f"({exc}); set LTRR_SASL_MECHANISM to one its listener enables"
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"the TLS certificate of the Kafka broker at {bootstrap} failed verification "
+            f"({exc.verify_message}); set LTRR_SSL_CAFILE to the CA that signed it (and "
+            f"LTRR_SSL_CHECK_HOSTNAME=false only if the certificate does not name the host "
+            f"you connect to)"
+        )
+    except Exception:  # unreachable, timed out, not TLS...: the admin client says more
+        return None
+    return None
 
 
 def _no_answer(bootstrap: str, security: Mapping[str, Any], errors: list[str]) -> str:

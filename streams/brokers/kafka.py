@@ -45,7 +45,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from streams.brokers.kafka_security import ListenerSecurity
 from streams.brokers.ports import free_port
 from streams.brokers.process import terminate_group
 from streams.exceptions import BrokerError
@@ -313,17 +315,25 @@ def _cluster_id() -> str:
             return value
 
 
-def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
-    """``server.properties`` for a single node acting as broker and KRaft controller."""
+def _server_properties(
+    port: int, controller_port: int, data_dir: Path, security: ListenerSecurity | None = None
+) -> str:
+    """``server.properties`` for a single node acting as broker and KRaft controller.
+
+    The client listener is named after its protocol (PLAINTEXT unless ``security`` says
+    otherwise); the controller listener is always PLAINTEXT on loopback.
+    """
+    security = security or ListenerSecurity()
+    client = security.protocol
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"{client}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"{client}://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": client,
+        "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "default.replication.factor": "1",
@@ -344,6 +354,7 @@ def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
         "log.cleaner.backoff.ms": "1000",
+        **security.server_properties(),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -409,8 +420,11 @@ class ApacheKafka:
         cache_dir: Path | None = None,
         heap: str = "512m",
         startup_timeout: float = 90.0,
+        security: ListenerSecurity | None = None,
     ) -> None:
         self.version = version
+        #: How the client listener is secured (default: PLAINTEXT); see kafka_security.py.
+        self.security = security or ListenerSecurity()
         self.port = port
         self.controller_port: int | None = None
         self.cache_dir = cache_dir
@@ -430,6 +444,11 @@ class ApacheKafka:
         if self._bootstrap is None:
             raise BrokerError("ApacheKafka.bootstrap is only available after start()")
         return self._bootstrap
+
+    @property
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments that log in as the broker's own (first) SASL user."""
+        return self.security.client_config()
 
     @property
     def pid(self) -> int | None:
@@ -518,7 +537,9 @@ class ApacheKafka:
         assert self.log_file is not None
         (workdir / "log4j2.properties").write_text(_log4j2_properties(self.log_file))
         config = workdir / "server.properties"
-        config.write_text(_server_properties(port, controller_port, workdir / "data"))
+        config.write_text(
+            _server_properties(port, controller_port, workdir / "data", self.security)
+        )
         return config
 
     def _java_cmd(self, java: str, libs: Path, heap: str, *args: str) -> list[str]:
@@ -553,6 +574,7 @@ class ApacheKafka:
             _cluster_id(),
             "--config",
             str(config),
+            *self.security.format_args(),
         )
         try:
             result = subprocess.run(
@@ -601,7 +623,7 @@ class ApacheKafka:
                     f"Kafka was not ready on {bootstrap} within {self.startup_timeout:.0f} s "
                     f"({last_error}); last log lines:\n{self._log_tail()}"
                 )
-            ready, last_error = _probe(bootstrap)
+            ready, last_error = _probe(bootstrap, self.client_config)
             if ready:
                 return
             time.sleep(0.25)
@@ -636,7 +658,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _probe(bootstrap: str) -> tuple[bool, str]:
+def _probe(bootstrap: str, client_config: dict[str, Any]) -> tuple[bool, str]:
     """One readiness check: does DescribeCluster list our node as an unfenced broker?"""
     host, _, port = bootstrap.rpartition(":")
     if not _port_open(host, int(port)):
@@ -650,6 +672,7 @@ def _probe(bootstrap: str) -> tuple[bool, str]:
             client_id="ltrr-kafka-probe",
             request_timeout_ms=5000,
             bootstrap_timeout_ms=5000,
+            **client_config,
         )
         cluster = admin.describe_cluster()
     except Exception as exc:  # the broker is still coming up: any error means "not yet"
