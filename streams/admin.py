@@ -65,8 +65,11 @@ def _refused_login(bootstrap: str, security: Mapping[str, Any], timeout_s: float
     user, mechanism = security.get("sasl_plain_username"), security.get("sasl_mechanism")
     try:
         # In its own thread and event loop: callers may run inside one (ltrr serve).
-        with ThreadPoolExecutor(1, thread_name_prefix="ltrr-login") as pool:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ltrr-login")
+        try:
             pool.submit(asyncio.run, login()).result(timeout=timeout_s + 5)
+        finally:
+            pool.shutdown(wait=False)
     except (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError) as exc:
         return (
             f"the Kafka broker at {bootstrap} refused the SASL login of user {user!r} with "
