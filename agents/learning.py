@@ -29,9 +29,20 @@ from schemas.exceptions import ContractError, LtrrError
 from schemas.validation import check
 from state.store import Store
 
-#: Context namespace ``c``; per-plan namespaces ``p`` (strategy indicators) and ``r``
-#: (retrieval statistics). Interactions let plan value depend on the query's context.
-DEFAULT_VW_ARGS: tuple[str, ...] = ("--cb_explore_adf", "--epsilon", "0.05", "-q", "cp", "-q", "cr")
+#: Context namespaces ``c`` (query shape, locale, device, time, slots) and ``q`` (the query's
+#: words); per-plan namespaces ``p`` (the plan id and its strategies) and ``r`` (retrieval
+#: statistics). Interactions let plan value depend on the query and its context.
+DEFAULT_VW_ARGS: tuple[str, ...] = (
+    "--cb_explore_adf",
+    "--epsilon",
+    "0.05",
+    "-q",
+    "cp",
+    "-q",
+    "cr",
+    "-q",
+    "qp",
+)
 #: How many recent EventIds each model remembers for deduplication.
 DEFAULT_DEDUP_WINDOW = 200_000
 

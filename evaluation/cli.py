@@ -104,7 +104,7 @@ def add_parser(
         "--model-args",
         metavar="ARGS",
         help="VW arguments the --model file runs with (default: the vw_args setting, "
-        "'--cb_explore_adf --epsilon 0.05 -q cp -q cr')",
+        "'--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp')",
     )
     p.add_argument(
         "--model-name",

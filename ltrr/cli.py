@@ -61,7 +61,11 @@ WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
     ("--reward-aggregation", str, "max | sum | earliest (max)"),
     ("--default-reward", float, "reward when no action arrives (0)"),
     ("--play-min-seconds", float, "a play counts from this many seconds; 0 = any (30)"),
-    ("--vw-args", str, "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr)"),
+    (
+        "--vw-args",
+        str,
+        "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp)",
+    ),
     ("--checkpoint-every", int, "checkpoint the learner every N examples (1000)"),
     ("--checkpoint-interval-s", float, "... or every T seconds (5)"),
     ("--snapshot-every", int, "publish a snapshot every N learned examples (1000)"),

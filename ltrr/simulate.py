@@ -12,6 +12,7 @@ on the music world with settings that finish in a few minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections import Counter
@@ -128,6 +129,13 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         help="music world: release a new entity every N queries (25; 0: never)",
     )
     run.add_argument(
+        "--broken-share",
+        type=float,
+        default=0.02,
+        help="without --url: broken events to send straight into the topics, as a share of "
+        "--queries, to show them dead-lettered with their reason (0.02)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("ltrr-report"),
@@ -168,7 +176,8 @@ class Stack:
     publish: Callable[[Mapping[str, Any]], None] | None
     worker: WorkerProcess | None = None
     serve: ServeProcess | None = None
-    bootstrap: str = ""
+    #: Send raw bytes to a topic (by suffix: impressions, actions, ...) of the embedded broker.
+    produce: Callable[[str, bytes, bytes], None] | None = None
 
 
 @contextmanager
@@ -228,7 +237,12 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
         )
         stack.enter_context(serve)
         say(f"  serve     ready: {serve.url}/search (log {serve.log_path})")
-        yield Stack(serve.url, publish, worker, serve, broker.bootstrap)
+
+        def produce(suffix: str, key: bytes, value: bytes) -> None:
+            producer.send(settings.topic_prefix + suffix, key=key, value=value)
+            producer.flush()
+
+        yield Stack(serve.url, publish, worker, serve, produce)
 
 
 @contextmanager
@@ -258,6 +272,8 @@ class Progress:
         self.stack = stack
         self.quarter = 0
         self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.printed = 0
 
     def __call__(self, sim: Simulation) -> None:
         board = sim.board
@@ -272,16 +288,22 @@ class Progress:
         best = max(singles, key=lambda k: singles[k]) if singles else LEARNED
         rate = n / max(1e-9, time.monotonic() - self.started)
         line = (
-            f"\r  {n:5d}/{self.queries} queries ({rate:4.1f}/s)  reward/query, last "
-            f"{len(window)}: learned {means[LEARNED]:.3f}  union {means.get(UNION, 0):.3f}  "
-            f"best single {means[best]:.3f} ({best})  oracle {means[ORACLE]:.3f}  "
-            f"model v{window[-1].model_version}  "
+            f"  {n:5d}/{self.queries} {rate:4.1f} q/s | reward/query, last {len(window)}: "
+            f"learned {means[LEARNED]:.3f}  union {means.get(UNION, 0):.3f}  "
+            f"{best} {means[best]:.3f}  oracle {means[ORACLE]:.3f} | model v"
+            f"{window[-1].model_version}"
         )
-        sys.stderr.write(line)
-        sys.stderr.flush()
+        if self.tty:
+            width = shutil.get_terminal_size((120, 24)).columns - 1
+            sys.stderr.write("\r" + line[:width] + "\x1b[K")
+            sys.stderr.flush()
+        elif n - self.printed >= max(1, self.queries // 20) or n == self.queries:
+            self.printed = n
+            say(line)
         if n * 4 // self.queries > self.quarter:
             self.quarter = n * 4 // self.queries
-            sys.stderr.write("\n")
+            if self.tty:
+                sys.stderr.write("\n")
             for kind in sorted({s.kind for s in window}):
                 chosen = Counter(s.plan for s in window if s.kind == kind)
                 top = ", ".join(
@@ -292,8 +314,8 @@ class Progress:
 
 def run(args: argparse.Namespace, *, title: str) -> int:
     """Run a simulation and write its report; returns the exit code."""
-    if args.queries < 1 or args.rate < 0 or args.k < 1:
-        raise LtrrError("--queries and --k must be >= 1 and --rate >= 0")
+    if args.queries < 1 or args.rate < 0 or args.k < 1 or not 0 <= args.broken_share <= 1:
+        raise LtrrError("--queries and --k must be >= 1, --rate >= 0, --broken-share in [0, 1]")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -309,6 +331,7 @@ def run(args: argparse.Namespace, *, title: str) -> int:
         except KeyboardInterrupt:
             say("\ninterrupted while starting: stopped")
             return 130
+        broken = _send_broken(running, args) if running.produce is not None else Counter()
         backend = HttpBackend(running.url, running.publish)
         sim = Simulation(
             world,
@@ -328,7 +351,7 @@ def run(args: argparse.Namespace, *, title: str) -> int:
         say("")
         if sim.stopped_early:
             say("interrupted: stopping the loop cleanly and writing the report")
-        pipeline = _pipeline(running, board) if running.worker is not None else {}
+        pipeline = _pipeline(running, broken) if running.worker is not None else {}
     if board is None:
         say("no query was simulated; nothing to report")
         return 1
@@ -341,7 +364,7 @@ def run(args: argparse.Namespace, *, title: str) -> int:
     }
     summary = write_report_safely(board, out, title, facts)
     _print_summary(summary, out)
-    return 0
+    return 0 if summary.get("every_event_accounted_for", True) else 1
 
 
 def write_report_safely(
@@ -352,22 +375,52 @@ def write_report_safely(
     return write_report(board, out, title=title, facts=facts)
 
 
-def _pipeline(stack: Stack, board: Scoreboard | None) -> dict[str, Any]:
-    """Wait briefly for the loop to reward every impression; report its counters."""
+def _send_broken(stack: Stack, args: argparse.Namespace) -> Counter[str]:
+    """Deliberately broken events (and the actions of broken impressions, which can never
+    join), straight into the topics: the loop must dead-letter each with its reason."""
+    from sim.traffic import traffic
+
+    share = getattr(args, "broken_share", 0.0)
+    count = round(args.queries * share)
+    expected: Counter[str] = Counter()
+    if count <= 0 or stack.produce is None:
+        return expected
+    for message in traffic(count, seed=args.seed, broken_share=1.0):
+        stack.produce(message.topic, message.key, message.value)
+        expected[message.broken or "ok"] += 1
+    return expected
+
+
+def _pipeline(stack: Stack, broken: Counter[str]) -> dict[str, Any]:
+    """Wait for the loop to reward every impression it was sent and dead-letter every broken
+    event; report its counters (what a production dashboard shows)."""
     assert stack.worker is not None and stack.serve is not None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     served = total(scrape(stack.serve.url), "ltrr_impressions_logged_total", outcome="sent")
     samples = scrape(stack.worker.url)
     while time.monotonic() < deadline:
         samples = scrape(stack.worker.url)
-        if total(samples, "ltrr_rewards_total") >= served:
+        if (
+            total(samples, "ltrr_rewards_total") >= served
+            and total(samples, "ltrr_learner_examples_total", verdict="learned") >= served
+            and total(samples, "ltrr_dlq_events_total") >= broken.total()
+        ):
             break
         time.sleep(0.5)
+    by_reason = {
+        labels["reason"]: int(v) for name, labels, v in samples if name == "ltrr_dlq_events_total"
+    }
+    rewards = int(total(samples, "ltrr_rewards_total"))
+    learned = int(total(samples, "ltrr_learner_examples_total", verdict="learned"))
     return {
         "impressions_logged": int(served),
-        "rewards_joined": int(total(samples, "ltrr_rewards_total")),
-        "examples_learned": int(total(samples, "ltrr_learner_examples_total", verdict="learned")),
-        "dead_lettered": int(total(samples, "ltrr_dlq_events_total")),
+        "rewards_joined": rewards,
+        "examples_learned": learned,
+        "broken_events_sent": dict(broken),
+        "dead_lettered": by_reason,
+        "every_event_accounted_for": rewards == served
+        and learned == served
+        and by_reason == {k: v for k, v in broken.items() if v},
         "model_version_published": int(total(samples, "ltrr_model_version")),
     }
 
@@ -384,9 +437,17 @@ def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
         f"learned/oracle in the last quarter: {summary['last_quarter_learned_over_oracle']}"
     )
     if "impressions_logged" in summary:
+        dead = summary["dead_lettered"]
         say(
             f"  loop: {summary['impressions_logged']} impressions logged, "
             f"{summary['rewards_joined']} rewards joined, {summary['examples_learned']} learned, "
-            f"{summary['dead_lettered']} dead-lettered, model v{summary['model_version_published']}"
+            f"model v{summary['model_version_published']}; "
+            f"{sum(dead.values())} broken events dead-lettered "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(dead.items())) or 'none'})"
+        )
+        say(
+            "  every event accounted for"
+            if summary["every_event_accounted_for"]
+            else "  MISMATCH between events sent and rewarded/dead-lettered: see worker.log"
         )
     say(f"  wall time {summary['wall_seconds']} s; report: {out / 'report.md'}")

@@ -25,6 +25,8 @@ from schemas.validation import Rejection, decode
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+#: Most actions one POST /actions may carry.
+MAX_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPENAPI: dict[str, Any] = json.loads(
@@ -136,22 +138,48 @@ def build_app(
         return web.json_response(response, dumps=lambda obj: orjson.dumps(obj).decode())
 
     async def actions(request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        body.setdefault("schema_version", 1)
-        raw = orjson.dumps(body)
-        result = decode(Contract.USER_ACTION, raw)
-        if isinstance(result, Rejection):
-            m.ACTIONS.labels("rejected").inc()
-            return error(400, result.reason, result.detail, result.field)
+        """One UserAction, or a JSON array of up to ``MAX_BATCH`` (all-or-nothing: every item
+        is validated before any is written)."""
+        raw_body = await request.read()
         try:
-            await asyncio.wait_for(send_action(result["impression_id"].encode(), raw), 10)
+            body = orjson.loads(raw_body)
+        except orjson.JSONDecodeError as exc:
+            return error(400, "not_json", f"body is not valid JSON: {exc}")
+        batch = isinstance(body, list)
+        items = body if batch else [body]
+        if batch and not 1 <= len(items) <= MAX_BATCH:
+            return error(400, "invalid_batch", f"a batch holds 1 to {MAX_BATCH} actions")
+        decoded = []
+        for index, item in enumerate(items):
+            where = f"[{index}]" if batch else ""
+            if not isinstance(item, dict):
+                m.ACTIONS.labels("rejected").inc()
+                return error(400, "not_object", f"action{where} must be a JSON object", where)
+            item.setdefault("schema_version", 1)
+            raw = orjson.dumps(item)
+            result = decode(Contract.USER_ACTION, raw)
+            if isinstance(result, Rejection):
+                m.ACTIONS.labels("rejected").inc()
+                field = f"{where}.{result.field}" if batch and result.field else result.field
+                return error(400, result.reason, f"action{where}: {result.detail}", field)
+            decoded.append((result, raw))
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *(send_action(r["impression_id"].encode(), raw) for r, raw in decoded)
+                ),
+                10,
+            )
         except Exception as exc:
-            m.ACTIONS.labels("failed").inc()
+            m.ACTIONS.labels("failed").inc(len(decoded))
             return error(503, "broker_unavailable", f"could not write the action: {exc}")
-        m.ACTIONS.labels("accepted").inc()
-        return web.json_response({"accepted": True, "action_id": result["action_id"]}, status=202)
+        m.ACTIONS.labels("accepted").inc(len(decoded))
+        if batch:
+            ids = [r["action_id"] for r, _ in decoded]
+            return web.json_response({"accepted": True, "action_ids": ids}, status=202)
+        return web.json_response(
+            {"accepted": True, "action_id": decoded[0][0]["action_id"]}, status=202
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

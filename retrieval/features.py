@@ -5,10 +5,13 @@ language guess, locale, device, hour of day and day of week (UTC unless the call
 ``hour``/``weekday``), query-understanding slots sent by the caller (``slots``: name -> value),
 and numeric user aggregates sent by the caller (``user``: name -> number).
 
-Per-plan namespaces: ``p`` strategy indicators; ``r`` per strategy in the plan, its result
-count relative to its budget and its top score for this query (min-max scaled across
-strategies so scales compare). Feature names are sanitized to what the contracts accept (no
-leading ``_``, no whitespace, ``|`` or ``:``)."""
+Query namespace ``q``: the query's words (lower case, at most 12), so plan value can depend on
+what was asked ("new", "songs for", a name that keeps being misspelled).
+
+Per-plan namespaces: ``p`` the plan id and its strategy indicators; ``r`` per strategy in the
+plan, its result count relative to its budget and its top score for this query (min-max
+scaled across strategies so scales compare). Feature names are sanitized to what the
+contracts accept (no leading ``_``, no whitespace, ``|`` or ``:``)."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ class HttpBackend:
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         self.publish = publish
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _post(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         payload = orjson.dumps(body)
         for attempt in (1, 2):
             try:
@@ -94,10 +94,11 @@ class HttpBackend:
         return response
 
     def act(self, actions: Sequence[dict[str, Any]]) -> None:
-        for action in actions:
-            status, response = self._post("/actions", action)
-            if status != 202:
-                raise SimulationError(f"/actions answered {status}: {response}")
+        if not actions:
+            return
+        status, response = self._post("/actions", list(actions))
+        if status != 202:
+            raise SimulationError(f"/actions answered {status}: {response}")
 
     def release(self, entity: Mapping[str, Any]) -> None:
         if self.publish is not None:

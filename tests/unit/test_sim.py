@@ -106,7 +106,7 @@ def test_expected_reward_matches_sampled_users(aggregation: str) -> None:
     rng = random.Random(11)
     draws = 40_000
     mean = 0.0
-    for i in range(draws):
+    for _ in range(draws):
         actions = [
             UserAction(str(j), "i", e, t, j, v)
             for j, (e, t, v) in enumerate(clicks.sample(ranked, relevant, rng))
@@ -166,7 +166,7 @@ def test_beir_world_loads_the_shipped_collection() -> None:
 
 
 def test_beir_errors_say_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(BeirError, match="corpus.jsonl is missing"):
+    with pytest.raises(BeirError, match=r"corpus\.jsonl is missing"):
         BeirWorld(tmp_path)
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "hello"}\n')
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "hi"}\nnot json\n')
