@@ -14,9 +14,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -28,12 +31,15 @@ from streams import security
 from streams.admin import list_topics
 from streams.brokers.kafka import ApacheKafka
 from streams.brokers.kafka_security import BrokerTls, ListenerSecurity
+from streams.brokers.ports import free_port
+from streams.scrape import ready
 from streams.settings import Settings
 from tests.certs import KEYSTORE_PASSWORD, make_certs
-from tests.events import impression
+from tests.events import action, impression
 from tests.integration.processes import metric, wait_until, worker
 
 USERS = {"admin": "admin-secret", "ltrr": "ltrr-secret"}
+CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
 
 
 def env_for(bootstrap: str, protocol: str, **more: str) -> dict[str, str]:
@@ -176,16 +182,54 @@ def test_wrong_password_fails_with_a_clear_error(sasl_kafka: str, tmp_path: Path
     assert "does not enable SASL mechanism SCRAM-SHA-512" in done.stderr, done.stderr
 
 
+@contextmanager
+def serving(tmp_path: Path) -> Iterator[str]:
+    """``ltrr serve`` (lexical and popular strategies) configured by the LTRR_* environment,
+    once /readyz says its catalog, Q2E and snapshot consumers caught up."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ltrr.cli", "serve", "--serve-port", str(port)),
+                *("--catalog-path", str(CATALOG), "--strategies", "lexical,popular"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: proc.poll() is not None or ready(url), 60, "ltrr serve to be ready")
+        assert proc.poll() is None, log.read_text()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer: dict[str, Any] = orjson.loads(resp.read())
+        return answer
+
+
 def test_sasl_over_tls(tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SASL_SSL: topics, aiokafka, kafka-python and a worker verify the broker's certificate
-    against our CA (host name included); a client trusting another CA is refused."""
+    """SASL_SSL: topics, aiokafka, kafka-python, a worker and ltrr serve verify the broker's
+    certificate against our CA (host name included); a client trusting another CA is refused."""
     certs = make_certs(tmp_path / "certs")
     tls = BrokerTls(keystore=certs.server_p12, keystore_password=KEYSTORE_PASSWORD, cafile=certs.ca)
     with ApacheKafka(security=ListenerSecurity(users=USERS, tls=tls)) as kafka:
         env = env_for(kafka.bootstrap, "SASL_SSL", ssl_cafile=str(certs.ca), topic_prefix=prefix)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        assert cli.main(["topics", "create"]) == 0
+        assert cli.main(["topics", "create", "--partitions", "2"]) == 0
         settings = Settings.load(os.environ)
 
         async def round_trip() -> bytes | None:
@@ -214,16 +258,26 @@ def test_sasl_over_tls(tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPa
         topics = list_topics(kafka.bootstrap, security=security.kafka_python_kwargs(settings))
         assert prefix + "catalog" in topics
 
-        with worker(kafka.bootstrap, prefix, tmp_path / "state") as w:  # Faust over SASL_SSL
+        # Faust over SASL_SSL, fed by kafka-python and by ltrr serve's aiokafka producers.
+        with worker(kafka.bootstrap, prefix, tmp_path / "state") as w, serving(tmp_path) as url:
             producer = KafkaProducer(
                 bootstrap_servers=kafka.bootstrap, **security.kafka_python_kwargs(settings)
             )
             producer.send(prefix + "impressions", key=b"imp-1", value=orjson.dumps(impression()))
             producer.close(timeout=30)
+            found = post(f"{url}/search", {"query": "love", "k": 3})
+            clicked = action(
+                "act-1", found["impression_id"], entity_id=found["results"][0]["entity_id"]
+            )
+            post(f"{url}/actions", clicked)
+
+            def accepted(topic: str) -> float:
+                return metric(w, "ltrr_events_consumed_total", topic=topic, outcome="accepted")
+
             wait_until(
-                lambda: metric(w, "ltrr_events_consumed_total", outcome="accepted") == 1,
+                lambda: accepted("impressions") == 2 and accepted("actions") == 1,
                 45,
-                "the worker to accept the impression",
+                "the worker to accept both impressions and the action",
             )
 
         done = run_ltrr("topics", "list", env={**env, "LTRR_SSL_CAFILE": str(certs.other_ca)})
