@@ -25,9 +25,8 @@ _MATCHERS = re.compile(r"\{[^}]*\}")
 _RANGES = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"(?<![\w.$:])[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()")
-_KEYWORDS = frozenset(
-    "and or unless offset bool atan2 inf nan by without on ignoring group_left group_right".split()
-)
+_KEYWORDS = {"and", "or", "unless", "offset", "bool", "atan2", "inf", "nan", "by", "without"}
+_KEYWORDS.update(("on", "ignoring", "group_left", "group_right"))
 
 
 def dashboard_targets() -> list[tuple[str, str, dict[str, Any]]]:
