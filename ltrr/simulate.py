@@ -351,7 +351,8 @@ def run(args: argparse.Namespace, *, title: str) -> int:
         say("")
         if sim.stopped_early:
             say("interrupted: stopping the loop cleanly and writing the report")
-        pipeline = _pipeline(running, broken) if running.worker is not None else {}
+        searches = len(board) if board is not None else 0
+        pipeline = _pipeline(running, broken, searches) if running.worker is not None else {}
     if board is None:
         say("no query was simulated; nothing to report")
         return 1
@@ -391,17 +392,19 @@ def _send_broken(stack: Stack, args: argparse.Namespace) -> Counter[str]:
     return expected
 
 
-def _pipeline(stack: Stack, broken: Counter[str]) -> dict[str, Any]:
+def _pipeline(stack: Stack, broken: Counter[str], searches: int) -> dict[str, Any]:
     """Wait for the loop to reward every impression it was sent and dead-letter every broken
     event; report its counters (what a production dashboard shows)."""
     assert stack.worker is not None and stack.serve is not None
     deadline = time.monotonic() + 30
-    served = total(scrape(stack.serve.url), "ltrr_impressions_logged_total", outcome="sent")
-    samples = scrape(stack.worker.url)
+    served, samples = 0.0, scrape(stack.worker.url)
     while time.monotonic() < deadline:
+        # The retrieval worker sends impressions in the background: read its count each time.
+        served = total(scrape(stack.serve.url), "ltrr_impressions_logged_total", outcome="sent")
         samples = scrape(stack.worker.url)
         if (
-            total(samples, "ltrr_rewards_total") >= served
+            served >= searches
+            and total(samples, "ltrr_rewards_total") >= served
             and total(samples, "ltrr_learner_examples_total", verdict="learned") >= served
             and total(samples, "ltrr_dlq_events_total") >= broken.total()
         ):
@@ -418,7 +421,8 @@ def _pipeline(stack: Stack, broken: Counter[str]) -> dict[str, Any]:
         "examples_learned": learned,
         "broken_events_sent": dict(broken),
         "dead_lettered": by_reason,
-        "every_event_accounted_for": rewards == served
+        "every_event_accounted_for": served == searches
+        and rewards == served
         and learned == served
         and by_reason == {k: v for k, v in broken.items() if v},
         "model_version_published": int(total(samples, "ltrr_model_version")),

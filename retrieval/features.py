@@ -9,8 +9,9 @@ Query namespace ``q``: the query's words (lower case, at most 12), so plan value
 what was asked ("new", "songs for", a name that keeps being misspelled).
 
 Per-plan namespaces: ``p`` the plan id and its strategy indicators; ``r`` per strategy in the
-plan, its result count relative to its budget and its top score for this query (min-max
-scaled across strategies so scales compare). Feature names are sanitized to what the
+plan, its result count relative to its budget, its top score for this query (min-max
+scaled across strategies so scales compare) and how far its best hit stands out from the
+second (``_gap``). Feature names are sanitized to what the
 contracts accept (no leading ``_``, no whitespace, ``|`` or ``:``)."""
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def plan_features(
     def scaled(value: float) -> float:
         return round((value - lo) / span, 4) if span > 0 else (1.0 if value > 0 else 0.0)
 
+    gaps = {name: _gap(cands) for name, cands in results.items()}
     out = []
     for plan in plans:
         p: Namespace = {name: True for name in plan.strategies}
@@ -104,5 +106,15 @@ def plan_features(
             found = results.get(name, ())
             r[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
             r[f"{name}_top"] = scaled(tops.get(name, 0.0))
+            r[f"{name}_gap"] = gaps.get(name, 0.0)
         out.append({"p": p, "r": r})
     return out
+
+
+def _gap(found: Sequence[Candidate]) -> float:
+    """How far the strategy's best hit stands out: ``(s1 - s2) / s1`` (1 for a lone hit, 0
+    for none). An exact title match stands out; an ambiguous head word does not."""
+    if not found or found[0].score <= 0:
+        return 0.0
+    second = found[1].score if len(found) > 1 else 0.0
+    return round(max(0.0, found[0].score - second) / found[0].score, 4)

@@ -30,9 +30,11 @@ class LocalStack:
         cache_dir: Path | None = None,
         now_ms: int | None = None,
         policy: Policy | None = None,
+        plan_max_size: int = 3,
     ) -> None:
         settings = Settings(
             strategies=strategies,
+            plan_max_size=plan_max_size,
             vector_cache_dir=str(cache_dir) if cache_dir else "./ltrr-cache",
         )
         self.catalog = Catalog()
