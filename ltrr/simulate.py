@@ -46,6 +46,9 @@ LOOP_FLAGS = (
     "200",
 )
 STRATEGIES = "lexical,semantic,memory,popular,fresh"
+#: Plans of up to two strategies (15 for five strategies): in the music world every kind's
+#: best plan has at most two or three, and fewer arms learn faster in a few-minute run.
+PLAN_MAX_SIZE = 2
 
 
 def say(text: str = "") -> None:
@@ -232,6 +235,8 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             str(out / "cache"),
             "--strategies",
             STRATEGIES,
+            "--plan-max-size",
+            str(PLAN_MAX_SIZE),
             log_path=out / "serve.log",
             ready_timeout_s=600,
         )

@@ -14,7 +14,7 @@ from sim.scoreboard import LEARNED, ORACLE, UNIFORM, Scoreboard
 matplotlib.use("Agg")  # files only, no display
 from matplotlib import pyplot as plt
 
-_STYLE = {LEARNED: ("black", "-", 2.4), ORACLE: ("tab:green", "--", 1.6)}
+_STYLE = {LEARNED: ("black", "-", 2.4), ORACLE: ("dimgray", "--", 1.6)}
 
 
 def _style(name: str) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def plot_rewards(series: Mapping[str, Sequence[float]], path: Path) -> None:
 def plot_recall(recall: Mapping[str, float], path: Path) -> None:
     names = list(recall)
     fig, ax = plt.subplots(figsize=(9, 3.8))
-    palette = {LEARNED: "black", ORACLE: "tab:green"}
+    palette = {LEARNED: "black", ORACLE: "dimgray"}
     colors = [palette.get(n, "tab:blue") for n in names]
     ax.bar(names, [recall[n] for n in names], color=colors)
     for i, n in enumerate(names):
