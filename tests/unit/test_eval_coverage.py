@@ -90,6 +90,7 @@ def test_doubly_robust_interval_covers_the_online_value_in_9_of_10_seeds() -> No
         f"seed {s}: DR {v:.3f} [{lo:.3f}, {hi:.3f}] online {t:.3f}"
         for s, (lo, v, hi, t) in enumerate(results)
     )
+    print(detail)  # shown with pytest -s: the numbers behind the verdict
     assert sum(covered) >= 9, detail
     # The estimate is informative, not a vacuous interval.
     assert all(hi - lo < 0.25 for lo, _, hi, _ in results), detail
