@@ -28,13 +28,19 @@ class LtrrProcess:
         log_path: Path,
         ready_timeout_s: float = 90.0,
         env: dict[str, str] | None = None,
+        inherit_settings: bool = True,
     ) -> None:
         self.port = free_port()
         self.flags = flags
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.env = env or {}
+        #: False: drop the parent's ``LTRR_*`` variables (a self-contained stack such as
+        #: ``ltrr demo`` must not pick up the settings of some other deployment).
+        self.inherit_settings = inherit_settings
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Exit status of the last ``stop`` (negative: killed by that signal).
+        self.returncode: int | None = None
 
     @property
     def url(self) -> str:
@@ -48,7 +54,7 @@ class LtrrProcess:
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env={**self._base_env(), "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = time.monotonic() + self.ready_timeout_s
         while not ready(self.url):
@@ -58,6 +64,11 @@ class LtrrProcess:
                 raise LtrrError(f"ltrr {self.command} did not become ready; its log ends:\n{tail}")
             time.sleep(0.3)
         return self
+
+    def _base_env(self) -> dict[str, str]:
+        if self.inherit_settings:
+            return dict(os.environ)
+        return {k: v for k, v in os.environ.items() if not k.startswith("LTRR_")}
 
     @property
     def alive(self) -> bool:
@@ -80,6 +91,7 @@ class LtrrProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self.returncode = proc.returncode
 
     def __enter__(self) -> LtrrProcess:
         return self.start()

@@ -223,6 +223,7 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             "--app-id",
             "ltrr-sim",
             log_path=out / "worker.log",
+            inherit_settings=False,
         )
         stack.enter_context(worker)
         say(f"  worker    ready: {worker.url}/metrics (log {worker.log_path})")
@@ -239,6 +240,7 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             str(PLAN_MAX_SIZE),
             log_path=out / "serve.log",
             ready_timeout_s=600,
+            inherit_settings=False,
         )
         stack.enter_context(serve)
         say(f"  serve     ready: {serve.url}/search (log {serve.log_path})")

@@ -38,6 +38,10 @@ async def _consume(
         group_id=None,
         max_partition_fetch_bytes=max_bytes,
         fetch_max_bytes=max_bytes,
+        # A topic created moments before may be unknown to the broker's first metadata
+        # answer; refresh often so the subscription is assigned in seconds, not after the
+        # default five minutes.
+        metadata_max_age_ms=5000,
         **client_kwargs,
     )
     await consumer.start()

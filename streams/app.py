@@ -45,5 +45,9 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
         web_port=settings.web_port,
         web_tables_enabled=False,
         web_in_thread=False,
+        # On SIGTERM do not wait for unacknowledged events: the learner acks only what a
+        # checkpoint covers, and after a stop the rest is re-delivered and learned once (the
+        # checkpoint holds the model, offsets and seen EventIds together), as after a crash.
+        stream_wait_empty=False,
         **faust_app_kwargs(settings),
     )

@@ -108,7 +108,7 @@ class Settings:
     snapshot_interval_s: float = 30.0
     #: HMAC key that signs snapshots (retrieval workers verify with the same key). Set your own
     #: secret in production; the default is for local use only.
-    snapshot_key: str = "ltrr-dev-only-key"
+    snapshot_key: str = field(default="ltrr-dev-only-key", repr=False)
     #: Name of the signing key, so keys can be rotated (workers may accept several).
     snapshot_key_id: str = "k1"
     #: Half-life of Q2E engagement, hours.

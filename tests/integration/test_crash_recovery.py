@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from tests.events import action, impression
@@ -36,9 +37,12 @@ FLAGS = (
 )
 
 
+@pytest.mark.parametrize("stop", ["kill", "term"])
 def test_kill_9_loses_nothing_and_learns_nothing_twice(
-    bootstrap: str, prefix: str, tmp_path: Path
+    bootstrap: str, prefix: str, tmp_path: Path, stop: str
 ) -> None:
+    """``kill``: SIGKILL mid-stream. ``term``: SIGTERM mid-stream, which must stop the worker
+    by itself (not by the SIGKILL fallback) with the same guarantees."""
     seed = int(os.environ.get("LTRR_CRASH_SEED", "0")) or random.randrange(1, 10**6)
     rng = random.Random(seed)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -58,16 +62,25 @@ def test_kill_9_loses_nothing_and_learns_nothing_twice(
                 time.sleep(0.02)
         producer.flush()
 
+    def interrupt() -> None:
+        if stop == "kill":
+            w.kill()  # kill -9 while joining, learning and checkpointing
+        else:
+            w.stop(timeout_s=25)
+            assert w.returncode is not None and w.returncode >= 0, (
+                f"SIGTERM did not stop the worker (exit {w.returncode}); see {w.log_path}"
+            )
+
     w.start()
     try:
         produce(0, 100)
         time.sleep(rng.uniform(0.2, 2.0))
-        w.kill()  # kill -9 while joining, learning and checkpointing
+        interrupt()
         produce(100, 200)  # produced while the worker is down
         w.start()
         produce(200, 300)
         time.sleep(rng.uniform(0.5, 2.5))
-        w.kill()
+        interrupt()
         w.start()
         got = wait_for(
             lambda: rewards(bootstrap, prefix + "rewards"),
