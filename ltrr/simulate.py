@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -60,7 +61,7 @@ def add_parsers(sub: Any, epilog: str) -> None:
     simulate = sub.add_parser(
         "simulate",
         help="simulated users against the real loop; compare with static baselines",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -97,12 +98,16 @@ def add_parsers(sub: Any, epilog: str) -> None:
     demo = sub.add_parser(
         "demo",
         help="the main job: the whole loop on simulated music search, live, with a report",
-        description="Start the embedded broker, the learning worker and the retrieval worker, "
-        "then let simulated users search a generated music catalog. The bandit learns which "
-        "retrieval plan (lexical, semantic, memory, popular, fresh, or a mix) to use per "
-        "query; live progress compares its reward with static baselines on the same queries, "
-        "and a report (Markdown + PNG plots) shows cumulative reward, regret, recall@budget "
-        "and the plans learned per query kind. Ctrl-C stops cleanly and still writes it.",
+        description=textwrap.fill(
+            "Start the embedded broker, the learning worker and the retrieval worker, then "
+            "let simulated users search a generated music catalog. The bandit learns which "
+            "retrieval plan (lexical, semantic, memory, popular, fresh, or a pair of them) to "
+            "use per query; live progress compares its reward with static baselines on the "
+            "same queries, and a report (Markdown + PNG plots + summary.json) shows cumulative "
+            "reward, regret, recall@budget and the plans learned per query kind. Ctrl-C stops "
+            "cleanly and still writes it.",
+            width=92,
+        ),
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
