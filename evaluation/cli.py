@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings.broker,
             topics.snapshots.name,
             settings.model_name,
-            {settings.snapshot_key_id: settings.snapshot_key.encode()},
+            settings.verification_keys(),
             timeout_s=args.timeout_s,
             max_bytes=max_bytes,
             security=security,

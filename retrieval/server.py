@@ -122,7 +122,7 @@ class RetrievalWorker:
         )
         self.loader = SnapshotLoader(
             self.policy,
-            {settings.snapshot_key_id: settings.snapshot_key.encode()},
+            settings.verification_keys(),
             settings.model_name,
         )
         self.ready_events = {name: asyncio.Event() for name in ("catalog", "q2e", "snapshots")}

@@ -111,6 +111,11 @@ class Settings:
     snapshot_key: str = field(default="ltrr-dev-only-key", repr=False)
     #: Name of the signing key, so keys can be rotated (workers may accept several).
     snapshot_key_id: str = "k1"
+    #: Retrieval workers and ``ltrr eval``: further keys to accept snapshots from, besides
+    #: ``snapshot_key_id``/``snapshot_key``, as ``id=key`` pairs, comma-separated (env/TOML
+    #: only, like the key). Lets a key rotation run without a gap: accept old and new, then
+    #: switch the learner, then drop the old.
+    snapshot_keys_accepted: str = field(default="", repr=False)
     #: Half-life of Q2E engagement, hours.
     q2e_half_life_hours: float = 168.0
     #: Retrieval worker (``ltrr serve``): bind address and port of the HTTP API.
@@ -206,9 +211,29 @@ class Settings:
             )
         if not self.snapshot_key:
             raise SettingsError("snapshot_key is empty; set LTRR_SNAPSHOT_KEY to a secret")
+        self.verification_keys()  # refuses a malformed snapshot_keys_accepted
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
         self._validate_security()
+
+    def verification_keys(self) -> dict[str, bytes]:
+        """Key id -> key of every key a snapshot may be signed with: the signing key and
+        ``snapshot_keys_accepted`` (which may not redefine the signing key's id)."""
+        keys = {self.snapshot_key_id: self.snapshot_key.encode()}
+        for part in filter(None, (p.strip() for p in self.snapshot_keys_accepted.split(","))):
+            key_id, sep, key = part.partition("=")
+            key_id = key_id.strip()
+            if not sep or not key_id or not key:
+                raise SettingsError(
+                    "snapshot_keys_accepted must be id=key pairs, comma-separated "
+                    "(e.g. LTRR_SNAPSHOT_KEYS_ACCEPTED=k1=old-secret)"
+                )
+            if key_id in keys and keys[key_id] != key.encode():
+                raise SettingsError(
+                    f"snapshot_keys_accepted gives key id {key_id!r} a second, different key"
+                )
+            keys[key_id] = key.encode()
+        return keys
 
     def _validate_security(self) -> None:
         """Refuse combinations that could only fail later, deep inside a Kafka client."""

@@ -33,6 +33,7 @@ from tests.integration.loop_helpers import read_topic, wait_for
 
 CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
 KEY = b"serve-test-key"
+ROTATED = b"serve-test-key-2"  # a second accepted key, as during a key rotation
 
 
 def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -51,7 +52,11 @@ def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
 def server(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, "LTRR_SNAPSHOT_KEY": KEY.decode()}
+    env = {
+        **os.environ,
+        "LTRR_SNAPSHOT_KEY": KEY.decode(),
+        "LTRR_SNAPSHOT_KEYS_ACCEPTED": f"k2={ROTATED.decode()}",
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -96,7 +101,9 @@ def server(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
             proc.kill()
 
 
-def publish(bootstrap: str, topic: str, version: int, model: bytes, key: bytes) -> None:
+def publish(
+    bootstrap: str, topic: str, version: int, model: bytes, key: bytes, key_id: str = "k1"
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
     for k, v in encode_snapshot(
         model="default",
@@ -106,7 +113,7 @@ def publish(bootstrap: str, topic: str, version: int, model: bytes, key: bytes) 
         examples_learned=100,
         offsets=[],
         created_ms=int(time.time() * 1000),
-        key_id="k1",
+        key_id=key_id,
         key=key,
         max_message_bytes=4 * 1024 * 1024,
     ):
@@ -197,6 +204,15 @@ def test_search_act_hot_load_and_refuse(server: str, bootstrap: str, prefix: str
     assert got == {"bad_signature": 1, "unloadable": 1}
     status, body = post(f"{server}/search", {"query": "queen"})
     assert status == 200 and body["model_version"] == 1
+
+    # Key rotation: a snapshot signed with the second accepted key (k2) is loaded.
+    publish(bootstrap, prefix + "snapshots", 4, model, ROTATED, key_id="k2")
+    wait_for(
+        lambda: post(f"{server}/search", {"query": "queen"})[1],
+        lambda b: b["model_version"] == 4,
+        30,
+        "the snapshot signed with the rotated key to be hot-loaded",
+    )
 
 
 @pytest.mark.parametrize(

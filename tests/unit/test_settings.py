@@ -70,3 +70,22 @@ def test_topics_follow_the_settings() -> None:
         "cleanup.policy": "delete",
         "retention.ms": str(7 * 24 * 3_600_000),
     }
+
+
+def test_verification_keys_add_accepted_keys_for_rotation() -> None:
+    settings = Settings.load(
+        {
+            "LTRR_SNAPSHOT_KEY": "s3cret-new",
+            "LTRR_SNAPSHOT_KEY_ID": "k2",
+            "LTRR_SNAPSHOT_KEYS_ACCEPTED": "k1=s3cret-old, k0=s3cret-older",
+        }
+    )
+    assert settings.verification_keys() == {
+        "k2": b"s3cret-new",
+        "k1": b"s3cret-old",
+        "k0": b"s3cret-older",
+    }
+    assert "s3cret" not in repr(settings)
+    for bad in ("k1", "k1=", "=x", "k2=other"):
+        with pytest.raises(SettingsError, match="snapshot_keys_accepted"):
+            Settings.load({"LTRR_SNAPSHOT_KEY_ID": "k2", "LTRR_SNAPSHOT_KEYS_ACCEPTED": bad})
