@@ -1,7 +1,8 @@
 """Synthetic impression/action traffic, with a share of deliberately broken events.
 
-A placeholder world until the music-search simulator lands: it exercises the real path
-(Kafka -> ingest -> dead-letter topic) with seeded, reproducible events.
+``ltrr demo`` sends the broken ones straight into the topics (``--broken-share``) to show the
+real path (Kafka -> ingest -> dead-letter topic) refusing each with its reason; seeded and
+reproducible.
 """
 
 from __future__ import annotations
