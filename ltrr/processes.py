@@ -55,6 +55,9 @@ class LtrrProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**self._base_env(), "PYTHONUNBUFFERED": "1", **self.env},
+                # Its own session: a Ctrl-C in the terminal reaches only the parent, which
+                # then stops its children in order (and can still read their metrics).
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.ready_timeout_s
         while not ready(self.url):

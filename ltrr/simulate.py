@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import textwrap
 import time
@@ -324,8 +325,21 @@ class Progress:
                 say(f"      {kind:9s} -> {top}")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace, *, title: str) -> int:
-    """Run a simulation and write its report; returns the exit code."""
+    """Run a simulation and write its report; returns the exit code. SIGTERM is treated as
+    Ctrl-C: the loop stops cleanly and the report is still written."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, title=title)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, *, title: str) -> int:
     if args.queries < 1 or args.rate < 0 or args.k < 1 or not 0 <= args.broken_share <= 1:
         raise LtrrError("--queries and --k must be >= 1, --rate >= 0, --broken-share in [0, 1]")
     out: Path = args.out
@@ -364,7 +378,12 @@ def run(args: argparse.Namespace, *, title: str) -> int:
         if sim.stopped_early:
             say("interrupted: stopping the loop cleanly and writing the report")
         searches = len(board) if board is not None else 0
-        pipeline = _pipeline(running, broken, searches) if running.worker is not None else {}
+        pipeline: dict[str, Any] = {}
+        if running.worker is not None:
+            try:
+                pipeline = _pipeline(running, broken, searches)
+            except KeyboardInterrupt:
+                say("interrupted again: skipping the loop's final accounting")
     if board is None:
         say("no query was simulated; nothing to report")
         return 1
@@ -433,7 +452,9 @@ def _pipeline(stack: Stack, broken: Counter[str], searches: int) -> dict[str, An
         "examples_learned": learned,
         "broken_events_sent": dict(broken),
         "dead_lettered": by_reason,
-        "every_event_accounted_for": served == searches
+        # ``served`` may exceed ``searches`` by one after Ctrl-C (a search answered, its step
+        # not recorded); what must hold is one reward and one learned example per impression.
+        "every_event_accounted_for": served >= searches
         and rewards == served
         and learned == served
         and by_reason == {k: v for k, v in broken.items() if v},

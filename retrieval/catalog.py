@@ -94,19 +94,6 @@ class Catalog:
             for listener in self._listeners:
                 listener(added, removed)
 
-    def apply_message(self, key: bytes | None, value: bytes | None) -> Entity | Rejection | None:
-        """One catalog-topic message: a CatalogEntity v1, or a tombstone deleting ``key``."""
-        if value is None:
-            if key is not None:
-                self.apply(deletes=[key.decode("utf-8", "replace")])
-            return None
-        result = decode(Contract.CATALOG_ENTITY, value, key=key, key_field="id")
-        if isinstance(result, Rejection):
-            return result
-        entity = Entity.from_dict(result)
-        self.apply([entity])
-        return entity
-
 
 def load_jsonl(path: Path) -> tuple[list[Entity], list[tuple[int, Rejection]]]:
     """Entities of a JSONL file (one CatalogEntity v1 per line) and the rejected lines."""

@@ -13,10 +13,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from retrieval import metrics as m
-from retrieval.catalog import Catalog
+from retrieval.catalog import Catalog, Entity
 from retrieval.policy import Policy, PolicyError, load_model
+from schemas.contracts import Contract
 from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-from schemas.validation import Rejection
+from schemas.validation import Rejection, decode
 from state.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,14 @@ log = logging.getLogger(__name__)
 async def _consume(
     bootstrap: str,
     topic: str,
-    handle: Callable[[Any], None],
+    handle: Callable[[list[Any]], None],
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any],
 ) -> None:
-    """Apply every message of every partition of ``topic``; set ``ready`` once caught up."""
+    """Apply every message of every partition of ``topic``, a fetched batch per partition at a
+    time (so a catalog replay is one index commit per batch, not per entity); set ``ready``
+    once caught up."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -58,8 +61,7 @@ async def _consume(
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
             for records in batches.values():
-                for record in records:
-                    handle(record)
+                handle(records)
             if not ready.is_set():
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
@@ -68,23 +70,38 @@ async def _consume(
         await consumer.stop()
 
 
-def q2e_handler(store: Store) -> Callable[[Any], None]:
-    def handle(record: Any) -> None:
-        store.write({record.key: record.value})
-        m.Q2E_REPLICA_UPDATES.inc()
+def q2e_handler(store: Store) -> Callable[[list[Any]], None]:
+    def handle(records: list[Any]) -> None:
+        store.write({record.key: record.value for record in records})  # the last one wins
+        m.Q2E_REPLICA_UPDATES.inc(len(records))
 
     return handle
 
 
-def catalog_handler(catalog: Catalog) -> Callable[[Any], None]:
-    def handle(record: Any) -> None:
-        result = catalog.apply_message(record.key, record.value)
-        outcome = (
-            "rejected"
-            if isinstance(result, Rejection)
-            else ("deleted" if result is None else "applied")
-        )
-        m.CATALOG_UPDATES.labels(outcome).inc()
+def catalog_handler(catalog: Catalog) -> Callable[[list[Any]], None]:
+    """Apply a batch of catalog messages as one catalog change (in order: the last message for
+    an id wins, a tombstone deletes)."""
+
+    def handle(records: list[Any]) -> None:
+        upserts: dict[str, Entity] = {}
+        deletes: dict[str, None] = {}
+        for record in records:
+            if record.value is None:
+                if record.key is not None:
+                    entity_id = record.key.decode("utf-8", "replace")
+                    upserts.pop(entity_id, None)
+                    deletes[entity_id] = None
+                m.CATALOG_UPDATES.labels("deleted").inc()
+                continue
+            result = decode(Contract.CATALOG_ENTITY, record.value, key=record.key, key_field="id")
+            if isinstance(result, Rejection):
+                m.CATALOG_UPDATES.labels("rejected").inc()
+                continue
+            entity = Entity.from_dict(result)
+            deletes.pop(entity.id, None)
+            upserts[entity.id] = entity
+            m.CATALOG_UPDATES.labels("applied").inc()
+        catalog.apply(upserts.values(), deletes)
 
     return handle
 
@@ -97,7 +114,11 @@ class SnapshotLoader:
         self.assembler = SnapshotAssembler(keys, model)
         self.model = model
 
-    def handle(self, record: Any) -> None:
+    def handle(self, records: list[Any]) -> None:
+        for record in records:
+            self._feed(record)
+
+    def _feed(self, record: Any) -> None:
         result = self.assembler.feed(record.key, record.value)
         if isinstance(result, Rejected):
             m.SNAPSHOTS_REJECTED.labels(result.reason).inc()
@@ -130,7 +151,7 @@ class SnapshotLoader:
 async def run_consumer(
     bootstrap: str,
     topic: str,
-    handle: Callable[[Any], None],
+    handle: Callable[[list[Any]], None],
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,
