@@ -199,6 +199,9 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
     from streams.settings import Settings
     from streams.topics import Topics
 
+    # The embedded broker keeps nothing between runs, so neither may the worker: state from a
+    # previous run in the same --out would hold offsets of topics that no longer exist.
+    shutil.rmtree(out / "state", ignore_errors=True)
     catalog_path = out / "catalog.jsonl"
     entities = world.catalog()
     catalog_path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entities))
