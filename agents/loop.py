@@ -36,6 +36,9 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two measurements of the consumer lag (``ltrr_consumer_lag_messages``).
+LAG_INTERVAL_S = 5.0
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -131,6 +134,40 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
     return LoopParts(
         joiner, learners, publisher, memory, memory_store, (join_store, learner_store, memory_store)
     )
+
+
+async def consumer_lag(consumer: Any, timeout_s: float) -> dict[tuple[str, int], int]:
+    """Lag of every partition assigned to ``consumer``: the broker's high-water mark (the
+    offset the next produced message gets, asked from the broker) minus the consumer position
+    (the offset of the next message the consumer reads). Partitions without a position yet
+    are left out."""
+    assigned = sorted(consumer.assignment())
+    if not assigned:
+        return {}
+
+    async def measure() -> dict[tuple[str, int], int]:
+        highwaters = await consumer.highwaters(*assigned)
+        positions = await asyncio.gather(*(consumer.position(tp) for tp in assigned))
+        lags = {}
+        for tp, position in zip(assigned, positions, strict=True):
+            highwater = highwaters.get(tp)
+            if highwater is not None and position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(position))
+        return lags
+
+    return await asyncio.wait_for(measure(), timeout_s)
+
+
+def publish_lag(
+    lags: dict[tuple[str, int], int], shown: set[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    """Set ``ltrr_consumer_lag_messages`` from ``lags`` and remove the series of partitions
+    shown before but no longer assigned (a rebalance moved them). Returns what is shown now."""
+    for topic, partition in shown - lags.keys():
+        m.CONSUMER_LAG.remove(topic, str(partition))
+    for (topic, partition), lag in lags.items():
+        m.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+    return set(lags)
 
 
 def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -> LoopParts:
@@ -260,6 +297,22 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
         except Exception:  # keep the worker alive; unacked rewards stay unacked
             m.LOOP_ERRORS.labels("checkpoint").inc()
             log.exception("checkpoint failed; retrying on the next tick")
+
+    # -- consumer lag ----------------------------------------------------------------------
+
+    lag_shown: set[tuple[str, int]] = set()
+
+    @app.timer(interval=LAG_INTERVAL_S, name="ltrr.consumer.lag")
+    async def lag_tick() -> None:
+        nonlocal lag_shown
+        try:
+            if app.rebalancing:  # the assignment is changing: measure on the next tick
+                return
+            lags = await consumer_lag(app.consumer, timeout_s=2 * LAG_INTERVAL_S)
+            lag_shown = publish_lag(lags, lag_shown)
+        except Exception:  # keep the worker alive; the gauge keeps its last values
+            m.LOOP_ERRORS.labels("lag").inc()
+            log.exception("consumer lag measurement failed; retrying on the next tick")
 
     # -- remember (Q2E) -------------------------------------------------------------------
 

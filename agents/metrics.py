@@ -38,6 +38,12 @@ LOOP_ERRORS = Counter(
     "Unexpected errors in a periodic task, which retries on its next tick.",
     ["task"],
 )
+CONSUMER_LAG = Gauge(
+    "ltrr_consumer_lag_messages",
+    "Messages in an assigned partition the worker's consumer has not read yet: the broker's "
+    "high-water mark minus the consumer position. Only partitions assigned to this worker.",
+    ["topic", "partition"],
+)
 LATE_ACTIONS = Counter(
     "ltrr_late_actions_total", "Actions that arrived after their reward window closed."
 )

@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 from agents.reward import RewardConfig, compute_reward
 from schemas.dead_letter import original_bytes
 from schemas.records import UserAction
+from streams.scrape import scrape, total
 from tests.events import action, impression
 from tests.integration.loop_helpers import (
     latest_snapshot,
@@ -24,6 +25,8 @@ from tests.integration.loop_helpers import (
     wait_for,
 )
 from tests.integration.processes import worker
+
+LAG = "ltrr_consumer_lag_messages"
 
 N = 40
 KEY = b"ltrr-dev-only-key"
@@ -144,6 +147,19 @@ def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: P
             60,
             f"a snapshot covering {N} examples",
         )
+        # Every impression was consumed: the lag gauge of both impressions partitions is 0.
+        lags = wait_for(
+            lambda: {
+                labels["partition"]: value
+                for name, labels, value in scrape(w.url)
+                if name == LAG and labels["topic"] == prefix + "impressions"
+            },
+            lambda found: set(found) == {"0", "1"} and not any(found.values()),
+            30,
+            "the impressions consumer lag of both partitions to reach 0",
+        )
+        assert lags == {"0": 0.0, "1": 0.0}
+        assert total(scrape(w.url), "ltrr_loop_errors_total", task="lag") == 0
         assert w.alive
 
     report, returncode = learn_offline_against(
