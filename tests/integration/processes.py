@@ -9,6 +9,20 @@ from pathlib import Path
 from ltrr.processes import WorkerProcess
 from streams.scrape import scrape, total
 
+#: Short windows and frequent checkpoints and snapshots, so a test sees the loop turn quickly.
+FAST_LOOP_FLAGS = (
+    "--reward-window-s",
+    "3",
+    "--join-tick-s",
+    "0.2",
+    "--checkpoint-interval-s",
+    "0.5",
+    "--snapshot-interval-s",
+    "1",
+    "--play-min-seconds",
+    "10",
+)
+
 
 def worker(
     bootstrap: str, prefix: str, data_dir: Path, *extra: str, partitions: int = 2

@@ -24,24 +24,12 @@ from tests.integration.loop_helpers import (
     rewards,
     wait_for,
 )
-from tests.integration.processes import worker
+from tests.integration.processes import FAST_LOOP_FLAGS, worker
 
 LAG = "ltrr_consumer_lag_messages"
 
 N = 40
 KEY = b"ltrr-dev-only-key"
-LOOP_FLAGS = (
-    "--reward-window-s",
-    "3",
-    "--join-tick-s",
-    "0.2",
-    "--checkpoint-interval-s",
-    "0.5",
-    "--snapshot-interval-s",
-    "1",
-    "--play-min-seconds",
-    "10",
-)
 
 
 def script(seed: int = 5) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
@@ -83,7 +71,7 @@ def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: P
             prefix + topic, key=event["impression_id"].encode(), value=orjson.dumps(event)
         )
 
-    with worker(bootstrap, prefix, tmp_path / "state", *LOOP_FLAGS) as w:
+    with worker(bootstrap, prefix, tmp_path / "state", *FAST_LOOP_FLAGS) as w:
         for act in early:  # actions before their impression
             send("actions", act)
         orphan = action("orphan-1", "never-shown")

@@ -34,6 +34,7 @@ from streams.scrape import scrape, total
 from tests.deploy.test_prometheus_rules import DASHBOARDS, PROMETHEUS, grafana_to_promql
 from tests.events import action
 from tests.integration.loop_helpers import wait_for
+from tests.integration.processes import FAST_LOOP_FLAGS
 from tests.integration.test_serve import post, publish
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,18 +53,6 @@ QUERIES = (
     "adele someone like you",
     "daft punk",
     "jazz",
-)
-LOOP_FLAGS = (
-    "--reward-window-s",
-    "3",
-    "--join-tick-s",
-    "0.2",
-    "--checkpoint-interval-s",
-    "0.5",
-    "--snapshot-interval-s",
-    "1",
-    "--play-min-seconds",
-    "10",
 )
 
 
@@ -181,7 +170,7 @@ def stack(
         f"ltrr-test-{prefix.rstrip('.')}",
         "--data-dir",
         str(tmp_path / "state"),
-        *LOOP_FLAGS,
+        *FAST_LOOP_FLAGS,
         log_path=tmp_path / "worker.log",
     )
     serve = ServeProcess(

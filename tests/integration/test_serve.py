@@ -5,10 +5,6 @@ searches keep succeeding; bad requests get 4xx."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,14 +17,14 @@ import pytest
 from kafka import KafkaProducer
 
 from agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.processes import ServeProcess
 from schemas.contracts import Contract
 from schemas.dsjson import reward_event
 from schemas.records import SearchImpression
 from schemas.snapshot import encode_snapshot
 from schemas.validation import check
 from state.store import MemoryStore
-from streams.brokers.ports import free_port
-from streams.scrape import ready, scrape, total
+from streams.scrape import scrape, total
 from tests.integration.loop_helpers import read_topic, wait_for
 
 CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
@@ -50,55 +46,28 @@ def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def server(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        "LTRR_SNAPSHOT_KEY": KEY.decode(),
-        "LTRR_SNAPSHOT_KEYS_ACCEPTED": f"k2={ROTATED.decode()}",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ltrr.cli",
-                "serve",
-                "--broker",
-                bootstrap,
-                "--topic-prefix",
-                prefix,
-                "--partitions",
-                "2",
-                "--serve-port",
-                str(port),
-                "--catalog-path",
-                str(CATALOG),
-                "--strategies",
-                "lexical,memory,popular,fresh",
-                "--vector-cache-dir",
-                str(tmp_path / "cache"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: ready(url) or proc.poll() is not None,
-            lambda ok: ok,
-            60,
-            "the retrieval worker to be ready",
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    serve = ServeProcess(
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--partitions",
+        "2",
+        "--catalog-path",
+        str(CATALOG),
+        "--strategies",
+        "lexical,memory,popular,fresh",
+        "--vector-cache-dir",
+        str(tmp_path / "cache"),
+        log_path=tmp_path / "serve.log",
+        ready_timeout_s=60,
+        env={
+            "LTRR_SNAPSHOT_KEY": KEY.decode(),
+            "LTRR_SNAPSHOT_KEYS_ACCEPTED": f"k2={ROTATED.decode()}",
+        },
+    )
+    with serve:
+        yield serve.url
 
 
 def publish(
