@@ -71,18 +71,17 @@ def kafka_python_kwargs(
 
     ``context`` reuses an already built TLS context (see :func:`ssl_context`).
     """
-    if settings.security_protocol == "PLAINTEXT":
-        return {}
-    kwargs: dict[str, Any] = {"security_protocol": settings.security_protocol}
-    if uses_sasl(settings):
-        kwargs.update(_sasl(settings))
-    if uses_tls(settings):
-        kwargs["ssl_context"] = context or ssl_context(settings)
-    return kwargs
+    return _client_kwargs(settings, context)
 
 
 def aiokafka_kwargs(settings: Settings, *, context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Keyword arguments for aiokafka's AIOKafkaProducer and AIOKafkaConsumer."""
+    return _client_kwargs(settings, context)
+
+
+def _client_kwargs(settings: Settings, context: ssl.SSLContext | None) -> dict[str, Any]:
+    """kafka-python and aiokafka name their security arguments alike (``security_protocol``,
+    ``sasl_mechanism``, ``sasl_plain_username``/``_password``, ``ssl_context``)."""
     if settings.security_protocol == "PLAINTEXT":
         return {}
     kwargs: dict[str, Any] = {"security_protocol": settings.security_protocol}

@@ -27,12 +27,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer
 
 from ltrr import cli
+from ltrr.processes import ServeProcess
 from streams import security
 from streams.admin import list_topics
 from streams.brokers.kafka import ApacheKafka
 from streams.brokers.kafka_security import BrokerTls, ListenerSecurity
-from streams.brokers.ports import free_port
-from streams.scrape import ready
 from streams.settings import Settings
 from tests.certs import KEYSTORE_PASSWORD, make_certs
 from tests.events import action, impression
@@ -186,29 +185,13 @@ def test_wrong_password_fails_with_a_clear_error(sasl_kafka: str, tmp_path: Path
 def serving(tmp_path: Path) -> Iterator[str]:
     """``ltrr serve`` (lexical and popular strategies) configured by the LTRR_* environment,
     once /readyz says its catalog, Q2E and snapshot consumers caught up."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "ltrr.cli", "serve", "--serve-port", str(port)),
-                *("--catalog-path", str(CATALOG), "--strategies", "lexical,popular"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until(lambda: proc.poll() is not None or ready(url), 60, "ltrr serve to be ready")
-        assert proc.poll() is None, log.read_text()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    serve = ServeProcess(
+        *("--catalog-path", str(CATALOG), "--strategies", "lexical,popular"),
+        log_path=tmp_path / "serve.log",
+        ready_timeout_s=60,
+    )
+    with serve:
+        yield serve.url
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
