@@ -17,7 +17,7 @@ next offset, ``seen/<name>/<event id>`` sequence number of a learned EventId.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ import vowpal_wabbit_next as vw
 from schemas.contracts import Contract
 from schemas.exceptions import ContractError, LtrrError
 from schemas.validation import check
-from state.store import Store
+from state.store import Batch, Store
 
 #: Context namespaces ``c`` (query shape, locale, device, time, slots) and ``q`` (the query's
 #: words); per-plan namespaces ``p`` (the plan id and its strategies) and ``r`` (retrieval
@@ -110,6 +110,9 @@ class Learners:
             int(k.split(b"/")[1]): int(v) for k, v in store.scan(b"offset/")
         }
         self._dirty_offsets: set[int] = set()
+        #: Called with a reward's model name before it is learned (or skipped as replayed):
+        #: where a model published elsewhere is adopted (``agents.adoption``).
+        self.before_learn: Callable[[str], object] | None = None
         for key, raw in store.scan(b"meta/"):
             self._load(key.decode().split("/", 1)[1], orjson.loads(raw))
 
@@ -145,18 +148,24 @@ class Learners:
 
     def learn(self, raw: bytes, partition: int | None = None, offset: int | None = None) -> Verdict:
         """Learn one Reward v1 line, unless it is late, a duplicate or already covered."""
-        if partition is not None and offset is not None:
-            if offset < self.position(partition):
-                return Verdict("replayed")
-            self.offsets[partition] = offset + 1
-            self._dirty_offsets.add(partition)
+        problem: str | None = None
         try:
             event = orjson.loads(raw)
             if not isinstance(event, dict):
                 raise ContractError("not_object", "a reward must be a JSON object")
             check(Contract.REWARD, event)
         except (orjson.JSONDecodeError, ContractError) as exc:
-            return Verdict("invalid", detail=str(exc))
+            problem = str(exc)
+        else:
+            if self.before_learn is not None:
+                self.before_learn(event["ltrr"]["model"])  # may adopt, moving the offsets
+        if partition is not None and offset is not None:
+            if offset < self.position(partition):
+                return Verdict("replayed")
+            self.offsets[partition] = offset + 1
+            self._dirty_offsets.add(partition)
+        if problem is not None:
+            return Verdict("invalid", detail=problem)
         name = event["ltrr"]["model"]
         if event.get("_skipLearn"):
             return Verdict("late", name)
@@ -217,6 +226,43 @@ class Learners:
         self._dirty_offsets.clear()
         if batch:
             self.store.write(batch)
+
+    def adopt(
+        self,
+        name: str,
+        model_bytes: bytes,
+        examples: int,
+        offsets: Mapping[int, int],
+        extra: Batch | None = None,
+    ) -> None:
+        """Replace model ``name`` by ``model_bytes`` (learned from ``examples`` rewards, up to
+        the rewards ``offsets`` — partition → next offset), keeping its dedup memory.
+
+        Everything learned so far is checkpointed first; then the new model, the offsets moved
+        forward (never back) and ``extra`` (the publisher's version counter) are written in
+        one atomic store write. Raises ``LearnerError`` if VW cannot load the model with this
+        learner's arguments; nothing changes then.
+        """
+        ws = workspace(self.vw_args, model_bytes)
+        self.checkpoint()
+        old = self.models.get(name)
+        m = _Model(ws, vw.DSJsonFormatParser(ws), examples=examples)
+        if old is not None:
+            m.seen, m.order, m.seq = old.seen, old.order, old.seq
+            # Keep the running progressive loss average (the adopted model has no history).
+            m.loss_sum = old.loss_sum / old.examples * examples if old.examples else 0.0
+        self.models[name] = m
+        batch: dict[bytes, bytes | None] = {
+            f"model/{name}".encode(): bytes(ws.serialize()),
+            f"meta/{name}".encode(): orjson.dumps(
+                {"examples": m.examples, "seq": m.seq, "loss_sum": m.loss_sum}
+            ),
+        }
+        for partition, offset in offsets.items():
+            if offset > self.position(partition):
+                self.offsets[partition] = offset
+                batch[f"offset/{partition}".encode()] = str(offset).encode()
+        self.store.write({**batch, **(extra or {})})
 
     def model_bytes(self, name: str) -> bytes:
         return bytes(self.models[name].ws.serialize())

@@ -20,6 +20,7 @@ import faust
 import orjson
 
 from agents import metrics as m
+from agents.adoption import Adopter
 from agents.dead_letters import send_dead_letter
 from agents.ingest import register_ingest
 from agents.joiner import JoinConfig, Joiner, Source
@@ -28,9 +29,12 @@ from agents.reward import RewardConfig
 from agents.snapshots import SnapshotPolicy, SnapshotPublisher
 from schemas.contracts import Contract
 from schemas.exceptions import ContractError
+from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from schemas.validation import Rejection, check, decode
 from state.q2e import Q2EConfig, Q2EMemory, normalize_query
 from state.store import Batch, RocksStore, Store
+from streams.follow import follow
+from streams.security import aiokafka_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two measurements of the consumer lag (``ltrr_consumer_lag_messages``).
 LAG_INTERVAL_S = 5.0
+#: Seconds the learner waits, at start, to have read the snapshots topic to its end (so it can
+#: adopt a newer model before learning); it learns anyway after that, and adopts later.
+SNAPSHOTS_CATCH_UP_S = 60.0
 
 
 def now_ms() -> int:
@@ -80,6 +87,7 @@ class LoopParts:
     joiner: Joiner
     learners: Learners
     publisher: SnapshotPublisher
+    adopter: Adopter
     memory: Q2EMemory
     memory_store: OffsetStore
     stores: tuple[Store, ...]
@@ -132,7 +140,13 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
         memory_store, Q2EConfig(half_life_ms=int(settings.q2e_half_life_hours * 3_600_000))
     )
     return LoopParts(
-        joiner, learners, publisher, memory, memory_store, (join_store, learner_store, memory_store)
+        joiner,
+        learners,
+        publisher,
+        Adopter(learners, publisher),
+        memory,
+        memory_store,
+        (join_store, learner_store, memory_store),
     )
 
 
@@ -269,9 +283,53 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             "published snapshot %s v%d (%d bytes, %d messages)", name, version, size, len(messages)
         )
 
+    # -- follow the snapshots topic: adopt rollbacks, resets and takeovers ----------------
+
+    snapshots_read = asyncio.Event()
+    assembler = SnapshotAssembler(settings.verification_keys())
+
+    def on_snapshots(records: list[Any]) -> None:
+        for record in records:
+            result = assembler.feed(record.key, record.value)
+            if isinstance(result, Loaded):
+                verdict = parts.adopter.offer(result.header, result.model_bytes)
+                m.SNAPSHOTS_FOLLOWED.labels(verdict).inc()
+            elif isinstance(result, Rejected):
+                verdict = "older" if result.reason == "stale_version" else "refused"
+                m.SNAPSHOTS_FOLLOWED.labels(verdict).inc()
+                if verdict == "refused":
+                    log.warning("snapshot refused (%s): %s", result.reason, result.detail)
+
+    def before_learn(name: str) -> None:
+        offer = parts.adopter.adopt(name)
+        if offer is not None:
+            m.SNAPSHOTS_FOLLOWED.labels("adopted").inc()
+            m.MODEL_VERSION.labels(name).set(offer.version)
+
+    parts.learners.before_learn = before_learn
+
+    @app.task
+    async def follow_snapshots() -> None:
+        await follow(
+            settings.broker,
+            topics.snapshots.name,
+            on_snapshots,
+            snapshots_read,
+            settings.max_message_bytes + 1024 * 1024,
+            aiokafka_kwargs(settings),
+            on_error=lambda: m.LOOP_ERRORS.labels("snapshots").inc(),
+        )
+
     @app.agent(rewards, name="ltrr.learner")
     async def learn(stream: Any) -> None:
         nonlocal since_checkpoint
+        try:
+            await asyncio.wait_for(snapshots_read.wait(), SNAPSHOTS_CATCH_UP_S)
+        except TimeoutError:
+            log.warning(
+                "snapshots topic not read to its end in %.0f s; learning anyway",
+                SNAPSHOTS_CATCH_UP_S,
+            )
         async for event in stream.noack().events():
             message = event.message
             verdict = parts.learners.learn(message.value, message.partition, message.offset)

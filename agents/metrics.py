@@ -67,6 +67,12 @@ LEARNER_LOSS = Gauge(
     "Progressive-validation average cost (IPS) of the learned policy; lower is better.",
     ["model"],
 )
+SNAPSHOTS_FOLLOWED = Counter(
+    "ltrr_learner_snapshots_total",
+    "Snapshots the learner read from the snapshots topic, by what it did: own | older | "
+    "pending (newer, held until the model's next reward) | adopted | refused.",
+    ["verdict"],
+)
 MODEL_VERSION = Gauge("ltrr_model_version", "Latest published snapshot version.", ["model"])
 SNAPSHOT_BYTES = Gauge("ltrr_snapshot_bytes", "Size of the latest snapshot model.", ["model"])
 SNAPSHOT_PUBLISH = Histogram(

@@ -1,14 +1,17 @@
 """When and what to publish as model snapshots; versions are reserved before publishing.
 
-The publisher persists ``snap/<model>`` (last version, its chunk count, examples at that time)
-in the learner's store. A version is reserved — written — before its messages are sent, so a
-crash mid-publish leaves a gap in versions, never two different models with one version.
+The publisher persists ``snap/<model>`` (last version, its chunk count, examples at that time,
+and the SHA-256 of its model bytes) in the learner's store. A version is reserved — written —
+before its messages are sent, so a crash mid-publish leaves a gap in versions, never two
+different models with one version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -27,6 +30,11 @@ class SnapshotPolicy:
     max_message_bytes: int = 8 * 1024 * 1024
 
 
+def state_key(model: str) -> bytes:
+    """Store key of the publisher's state of ``model``."""
+    return f"snap/{model}".encode()
+
+
 class SnapshotPublisher:
     """Decides which models are due and encodes their signed snapshot messages."""
 
@@ -36,8 +44,10 @@ class SnapshotPublisher:
         self.rewards_topic = rewards_topic
         self._last_publish: dict[str, float] = {}
 
-    def _state(self, model: str) -> dict[str, int]:
-        raw = self.learners.store.get(f"snap/{model}".encode())
+    def state(self, model: str) -> dict[str, Any]:
+        """``version``, ``chunks``, ``examples`` (and ``sha256``) of the last version of
+        ``model`` reserved here, published or adopted; version 0 when there is none."""
+        raw = self.learners.store.get(state_key(model))
         return orjson.loads(raw) if raw else {"version": 0, "chunks": 0, "examples": 0}
 
     def due(self, now: float | None = None, *, force: bool = False) -> list[str]:
@@ -45,7 +55,7 @@ class SnapshotPublisher:
         now = time.monotonic() if now is None else now
         out = []
         for name in sorted(self.learners.models):
-            new = self.learners.examples(name) - self._state(name)["examples"]
+            new = self.learners.examples(name) - self.state(name)["examples"]
             if new <= 0:
                 continue
             waited = now - self._last_publish.get(name, 0.0)
@@ -55,7 +65,7 @@ class SnapshotPublisher:
 
     def encode(self, model: str, now_ms: int) -> tuple[int, list[Message], int]:
         """Reserve the next version of ``model`` and encode it: (version, messages, bytes)."""
-        state = self._state(model)
+        state = self.state(model)
         version = state["version"] + 1
         model_bytes = self.learners.model_bytes(model)
         offsets = [
@@ -79,11 +89,12 @@ class SnapshotPublisher:
         chunks = sum(1 for key, value in messages if value is not None and key != model.encode())
         self.learners.store.write(
             {
-                f"snap/{model}".encode(): orjson.dumps(
+                state_key(model): orjson.dumps(
                     {
                         "version": version,
                         "chunks": chunks,
                         "examples": self.learners.examples(model),
+                        "sha256": hashlib.sha256(model_bytes).hexdigest(),
                     }
                 )
             }

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evaluation.cli import add_parser as add_eval_parser
+from ltrr.models import add_parser as add_model_parser
 from ltrr.simulate import add_parsers as add_simulation_parsers
 from schemas.exceptions import LtrrError
 from streams.settings import Settings
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_security(add_eval_parser(sub, _add_common, EPILOG))
+    add_model_parser(sub, _add_common, _add_security)
 
     add_simulation_parsers(sub, EPILOG)
     return parser
@@ -415,6 +417,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args, load_settings(args))
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from ltrr.models import run
+
+    return run(args, load_settings(args))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from ltrr.simulate import run
 
@@ -436,6 +444,7 @@ COMMANDS = {
     "learn-offline": cmd_learn_offline,
     "serve": cmd_serve,
     "eval": cmd_eval,
+    "model": cmd_model,
 }
 
 

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from retrieval import metrics as m
 from retrieval.catalog import Catalog, Entity
 from retrieval.policy import Policy, PolicyError, load_model
@@ -19,55 +17,9 @@ from schemas.contracts import Contract
 from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from schemas.validation import Rejection, decode
 from state.store import Store
+from streams.follow import follow
 
 log = logging.getLogger(__name__)
-
-
-async def _consume(
-    bootstrap: str,
-    topic: str,
-    handle: Callable[[list[Any]], None],
-    ready: asyncio.Event,
-    max_bytes: int,
-    client_kwargs: Mapping[str, Any],
-) -> None:
-    """Apply every message of every partition of ``topic``, a fetched batch per partition at a
-    time (so a catalog replay is one index commit per batch, not per entity); set ``ready``
-    once caught up."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
-        max_partition_fetch_bytes=max_bytes,
-        fetch_max_bytes=max_bytes,
-        # A topic created moments before may be unknown to the broker's first metadata
-        # answer; refresh often so the subscription is assigned in seconds, not after the
-        # default five minutes.
-        metadata_max_age_ms=5000,
-        **client_kwargs,
-    )
-    await consumer.start()
-    try:
-        # Without a group, a subscription is assigned every partition of the topic (and
-        # makes the client fetch the topic's metadata, which Apache Kafka only returns for
-        # topics asked for by name).
-        consumer.subscribe([topic])
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=200)
-        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for records in batches.values():
-                handle(records)
-            if not ready.is_set():
-                positions = [await consumer.position(tp) for tp in tps]
-                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    ready.set()
-    finally:
-        await consumer.stop()
 
 
 def q2e_handler(store: Store) -> Callable[[list[Any]], None]:
@@ -156,16 +108,16 @@ async def run_consumer(
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    """``_consume`` that restarts after broker errors instead of dying.
+    """``streams.follow.follow`` counting its restarts in ``ltrr_retrieval_consumer_errors_total``.
 
     ``client_kwargs``: extra AIOKafkaConsumer arguments (``streams.security.aiokafka_kwargs``).
     """
-    while True:
-        try:
-            await _consume(bootstrap, topic, handle, ready, max_bytes, client_kwargs or {})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            m.CONSUMER_ERRORS.labels(topic).inc()
-            log.exception("consumer of %s failed; restarting in 2 s", topic)
-            await asyncio.sleep(2.0)
+    await follow(
+        bootstrap,
+        topic,
+        handle,
+        ready,
+        max_bytes,
+        client_kwargs,
+        on_error=lambda: m.CONSUMER_ERRORS.labels(topic).inc(),
+    )

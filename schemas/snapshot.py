@@ -174,6 +174,10 @@ class SnapshotAssembler:
         """Chunk bytes currently held while waiting for their header."""
         return self._buffered
 
+    def newest_version(self, model: str) -> int | None:
+        """The newest version of ``model`` seen in an authentic header (loaded or not)."""
+        return self._newest_header.get(model)
+
     def loaded_version(self, model: str) -> int | None:
         """The last version of ``model`` returned as ``Loaded``, if any."""
         return self._loaded.get(model)

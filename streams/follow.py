@@ -1,0 +1,87 @@
+"""Following a whole topic without a consumer group: every partition from the beginning, then
+new messages as they come. Retrieval workers follow the catalog, Q2E and snapshots topics this
+way; learning workers follow the snapshots topic (to adopt rollbacks and takeovers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+log = logging.getLogger(__name__)
+
+
+async def _follow_once(
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[list[Any]], None],
+    ready: asyncio.Event,
+    max_bytes: int,
+    client_kwargs: Mapping[str, Any],
+) -> None:
+    """Apply every message of every partition of ``topic``, a fetched batch per partition at a
+    time (so a catalog replay is one index commit per batch, not per entity); set ``ready``
+    once caught up."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=max_bytes,
+        fetch_max_bytes=max_bytes,
+        # A topic created moments before may be unknown to the broker's first metadata
+        # answer; refresh often so the subscription is assigned in seconds, not after the
+        # default five minutes.
+        metadata_max_age_ms=5000,
+        **client_kwargs,
+    )
+    await consumer.start()
+    try:
+        # Without a group, a subscription is assigned every partition of the topic (and
+        # makes the client fetch the topic's metadata, which Apache Kafka only returns for
+        # topics asked for by name).
+        consumer.subscribe([topic])
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                handle(records)
+            if not ready.is_set():
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    ready.set()
+    finally:
+        await consumer.stop()
+
+
+async def follow(
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[list[Any]], None],
+    ready: asyncio.Event,
+    max_bytes: int,
+    client_kwargs: Mapping[str, Any] | None = None,
+    *,
+    on_error: Callable[[], None] | None = None,
+) -> None:
+    """Apply every message of ``topic`` with ``handle`` (a fetched batch per partition at a
+    time) forever; set ``ready`` once caught up with the end offsets seen at start. Restarts
+    from the beginning after broker errors (``on_error`` is called each time) instead of dying.
+    """
+    while True:
+        try:
+            await _follow_once(bootstrap, topic, handle, ready, max_bytes, client_kwargs or {})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if on_error is not None:
+                on_error()
+            log.exception("consumer of %s failed; restarting in 2 s", topic)
+            await asyncio.sleep(2.0)
