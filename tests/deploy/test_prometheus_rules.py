@@ -87,10 +87,15 @@ def test_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text("utf-8"))
     assert config["rule_files"] == ["alerts.yml"]
+    # Every replica of a scaled compose service, from its DNS A records.
     jobs = {
-        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+        job["job_name"]: [(sd["names"], sd["type"], sd["port"]) for sd in job["dns_sd_configs"]]
+        for job in config["scrape_configs"]
     }
-    assert jobs == {"ltrr-worker": ["worker:6066"], "ltrr-serve": ["serve:8080"]}
+    assert jobs == {
+        "ltrr-worker": [(["worker"], "A", 6066)],
+        "ltrr-serve": [(["serve"], "A", 8080)],
+    }
 
 
 def test_alert_rules_are_valid() -> None:

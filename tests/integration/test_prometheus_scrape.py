@@ -124,6 +124,7 @@ def prometheus_config(tmp: Path, worker: str, serve: str) -> Path:
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     targets = {"ltrr-worker": worker, "ltrr-serve": serve}
     for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)  # compose service names do not resolve here
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
     shutil.copy(PROMETHEUS / "alerts.yml", tmp / "alerts.yml")
     path = tmp / "prometheus.yml"
