@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agents.learning import DEFAULT_VW_ARGS, learn_lines  # noqa: E402
+from ltrr.processes import ServeProcess  # noqa: E402
 from retrieval.features import context_features, plan_features  # noqa: E402
 from retrieval.plans import default_plans  # noqa: E402
 from retrieval.policy import Policy, load_model  # noqa: E402
@@ -41,9 +39,7 @@ from schemas.dsjson import reward_event  # noqa: E402
 from schemas.records import SearchImpression  # noqa: E402
 from schemas.snapshot import encode_snapshot  # noqa: E402
 from state.store import MemoryStore  # noqa: E402
-from streams.brokers.ports import free_port  # noqa: E402
 from streams.brokers.tansu import TansuBroker  # noqa: E402
-from streams.scrape import ready  # noqa: E402
 
 WORDS = [
     "love",
@@ -221,48 +217,20 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_serve(
-    bootstrap: str, catalog: Path, cache: Path, strategies: str, port: int, key: str, log: Path
-) -> tuple[subprocess.Popen[bytes], float]:
+    bootstrap: str, catalog: Path, cache: Path, strategies: str, key: str, log: Path
+) -> tuple[ServeProcess, float]:
+    """``ltrr serve`` started and ready (its catalog indexed), and how long that took."""
+    serve = ServeProcess(
+        *("--broker", bootstrap, "--catalog-path", str(catalog)),
+        *("--vector-cache-dir", str(cache), "--strategies", strategies),
+        *("--log-level", "warning"),
+        log_path=log,
+        ready_timeout_s=3600,  # a cold start embeds the whole catalog
+        env={"LTRR_SNAPSHOT_KEY": key},
+    )
     t0 = time.perf_counter()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ltrr.cli",
-                "serve",
-                "--broker",
-                bootstrap,
-                "--catalog-path",
-                str(catalog),
-                "--vector-cache-dir",
-                str(cache),
-                "--strategies",
-                strategies,
-                "--serve-port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "LTRR_SNAPSHOT_KEY": key},
-        )
-    url = f"http://127.0.0.1:{port}"
-    while not ready(url):
-        if proc.poll() is not None:
-            raise SystemExit(f"ltrr serve exited; see {log}")
-        time.sleep(0.2)
-    return proc, time.perf_counter() - t0
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    serve.start()
+    return serve, time.perf_counter() - t0
 
 
 async def load(url: str, queries: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
@@ -328,15 +296,14 @@ def main() -> int:
     synthetic_catalog(catalog, args.entities)
     key = "bench-key"
     with TansuBroker() as broker:
-        port = free_port()
         log = args.work_dir / "serve.log"
         print("starting ltrr serve (first start builds caches) ...", file=sys.stderr)
-        proc, first = start_serve(
-            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, port, key, log
+        serve, first = start_serve(
+            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, key, log
         )
-        stop(proc)
-        proc, warm = start_serve(
-            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, port, key, log
+        serve.stop()
+        serve, warm = start_serve(
+            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, key, log
         )
         try:
             from kafka import KafkaProducer
@@ -362,12 +329,13 @@ def main() -> int:
             queries = [" ".join(rng.sample(WORDS, rng.randint(1, 3))) for _ in range(args.requests)]
             print("load ...", file=sys.stderr)
             report["search"] = asyncio.run(
-                load(f"http://127.0.0.1:{port}", queries, args.concurrency, args.duration)
+                load(serve.url, queries, args.concurrency, args.duration)
             )
             report["startup_s"] = {"first": round(first, 2), "warm": round(warm, 2)}
-            report["peak_rss_mb"] = peak_rss_mb(proc.pid)
+            assert serve.proc is not None
+            report["peak_rss_mb"] = peak_rss_mb(serve.proc.pid)
         finally:
-            stop(proc)
+            serve.stop()
     print(json.dumps(report, indent=2))
     return 0
 
