@@ -91,6 +91,8 @@ class Joiner:
         self.reward = reward
         raw_seq = store.get(b"meta/seq")
         self._seq = int(raw_seq) if raw_seq else 0
+        # Counted once here, then kept by _write: a scrape must not scan the state.
+        self._pending = sum(1 for _ in store.scan(b"due/"))
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -116,7 +118,7 @@ class Joiner:
         }
         batch[_k("imp", iid)] = orjson.dumps(record)
         batch[_due(deadline, "i", iid)] = b""
-        self.store.write(batch)
+        self._write(batch)
         return Effect("opened_with_early_actions" if actions else "opened")
 
     def on_action(self, action: dict[str, Any], source: Source, now_ms: int) -> Effect:
@@ -141,7 +143,7 @@ class Joiner:
         self._outbox(
             batch, "rewards", impression.model_name.encode(), orjson.dumps(event), "late_reward"
         )
-        self.store.write(batch)
+        self._write(batch)
         return Effect("late")
 
     def _buffer_orphan(self, action: dict[str, Any], source: Source, now_ms: int) -> Effect:
@@ -169,7 +171,7 @@ class Joiner:
             }
         )
         batch[_k("orph", iid)] = orjson.dumps(orphan)
-        self.store.write(batch)
+        self._write(batch)
         return Effect("buffered")
 
     # -- time -----------------------------------------------------------------------------
@@ -191,7 +193,7 @@ class Joiner:
                 batch[_k("imp", iid)] = None
                 effects.append(Effect("forgotten"))
         if batch:
-            self.store.write(batch)
+            self._write(batch)
         return effects
 
     def _close(self, iid: str, now_ms: int, batch: dict[bytes, bytes | None]) -> Effect:
@@ -265,7 +267,18 @@ class Joiner:
 
     def open_windows(self) -> int:
         """Number of pending deadlines (windows, orphan buffers, late horizons)."""
-        return sum(1 for _ in self.store.scan(b"due/"))
+        return self._pending
+
+    def _write(self, batch: dict[bytes, bytes | None]) -> None:
+        """Write ``batch`` atomically, then count the deadlines it adds and removes.
+
+        A deadline key is written once when it is created and deleted once when it is due,
+        so the count stays equal to the number of ``due/`` keys in the store.
+        """
+        self.store.write(batch)
+        for key, value in batch.items():
+            if key.startswith(b"due/"):
+                self._pending += 1 if value is not None else -1
 
 
 def _b64(data: bytes | None) -> str | None:

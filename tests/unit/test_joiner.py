@@ -158,3 +158,37 @@ def test_outbox_and_state_survive_a_reopen(tmp_path: Path) -> None:
     newer = drain(j2)
     assert newer[0].seq_key > unsent[1].seq_key  # sequence continues after a reopen
     again.close()
+
+
+def test_pending_deadline_count_matches_the_store_through_any_sequence(tmp_path: Path) -> None:
+    """open_windows() is a maintained count (scrapes must not scan RocksDB): after every
+    step of a random mix of impressions, early/late/duplicate actions and expiries it equals
+    the number of deadline keys, and a reopened joiner starts from the same number."""
+    import random
+
+    rng = random.Random(7)
+    store = RocksStore(tmp_path / "join")
+    j = joiner(store)
+    now = 0
+    for step in range(600):
+        now += rng.randrange(0, 300)
+        iid = f"i{rng.randrange(60)}"
+        roll = rng.random()
+        if roll < 0.35:
+            j.on_impression(impression(iid), now)
+        elif roll < 0.85:
+            a = action(f"a{rng.randrange(400)}", iid)
+            j.on_action(a, src(a, step), now)
+        else:
+            j.expire(now)
+        assert j.open_windows() == sum(1 for _ in store.scan(b"due/")), step
+    assert j.open_windows() > 0
+    held = j.open_windows()
+    store.close()
+    again = RocksStore(tmp_path / "join")
+    assert joiner(again).open_windows() == held
+    j2 = joiner(again)
+    j2.expire(now + 100 * WINDOW)  # closes windows, expires orphans
+    j2.expire(now + 200 * WINDOW)  # forgets closed windows after the late horizon
+    assert j2.open_windows() == 0 == sum(1 for _ in again.scan(b"due/"))
+    again.close()
