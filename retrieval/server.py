@@ -168,6 +168,10 @@ class RetrievalWorker:
         return build_app(self.searcher, self.impressions, self.send_action, self.readiness)
 
     async def close(self) -> None:
+        for strategy in self.searcher.strategies.values():
+            flush = getattr(strategy, "flush", None)
+            if callable(flush):  # e.g. semantic: save item vectors embedded since the last save
+                flush()
         await self.impressions.stop()
         if self._producer is not None:
             await self._producer.stop()

@@ -19,7 +19,8 @@ class Candidate:
 
 
 class Strategy(Protocol):
-    """``name`` is what plans, provenance and metrics call it."""
+    """``name`` is what plans, provenance and metrics call it. A strategy that persists state
+    may also define ``flush()``: the retrieval worker calls it once at shutdown."""
 
     name: str
 

@@ -21,7 +21,8 @@ Embedding 100k items takes minutes on a CPU, so item vectors persist in a cache 
 changed entities and drops deleted ones (popularity changes re-embed nothing). Keys are never
 reused: a changed entity gets a fresh key. Saving writes a new index file and then replaces the
 manifest atomically, so a crash leaves the previous consistent pair. The constructor saves when
-it changed anything; ``update`` saves every ``save_every`` changes; call ``save()`` at shutdown.
+it changed anything; ``update`` saves every ``save_every`` changes; ``flush()`` at shutdown saves
+the rest.
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ class SemanticStrategy:
             for entity_id, distance in zip(ids, matches.distances, strict=True)
             if entity_id is not None
         ]
+
+    def flush(self) -> None:
+        """Save if anything changed since the last save (the retrieval worker's shutdown)."""
+        if self._unsaved:
+            self.save()
 
     def save(self) -> None:
         """Write the index to a new file, then atomically replace the manifest pointing at it."""

@@ -153,6 +153,18 @@ def test_updates_through_the_catalog(entities: list[Entity], tmp_path: Path) -> 
 
 
 @needs_extra
+def test_flush_at_shutdown_saves_changes_below_save_every(
+    entities: list[Entity], tmp_path: Path
+) -> None:
+    catalog = _catalog(entities)
+    strategy = SemanticStrategy(catalog, cache_dir=tmp_path, save_every=1000)
+    new = Entity("playlist:lullabies", "playlist", "Lullabies", "ltrr", ("kids",), text="soft")
+    catalog.apply([new])
+    strategy.flush()
+    assert SemanticStrategy(catalog, cache_dir=tmp_path).items_embedded == 0
+
+
+@needs_extra
 def test_k_bounds_and_query_cache(entities: list[Entity], tmp_path: Path) -> None:
     strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, query_cache_size=2)
     assert strategy.retrieve("rain", {}, 0) == []
