@@ -29,9 +29,10 @@ from schemas.exceptions import ContractError, LtrrError
 from schemas.validation import check
 from state.store import Batch, Store
 
-#: Context namespaces ``c`` (query shape, locale, device, time, slots) and ``q`` (the query's
-#: words); per-plan namespaces ``p`` (the plan id and its strategies) and ``r`` (retrieval
-#: statistics). Interactions let plan value depend on the query and its context.
+#: Context namespaces ``c`` (query shape, locale, device, time, slots), ``q`` (the query's
+#: words) and ``s`` (every strategy's retrieval signals); per-plan namespaces ``p`` (the plan
+#: id and its strategies) and ``r`` (the plan's retrieval statistics). Interactions let plan
+#: value depend on the query, its context and what each strategy found.
 DEFAULT_VW_ARGS: tuple[str, ...] = (
     "--cb_explore_adf",
     "--epsilon",
@@ -42,6 +43,8 @@ DEFAULT_VW_ARGS: tuple[str, ...] = (
     "cr",
     "-q",
     "qp",
+    "-q",
+    "sp",
 )
 #: How many recent EventIds each model remembers for deduplication.
 DEFAULT_DEDUP_WINDOW = 200_000

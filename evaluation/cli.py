@@ -104,7 +104,7 @@ def add_parser(
         "--model-args",
         metavar="ARGS",
         help="VW arguments the --model file runs with (default: the vw_args setting, "
-        "'--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp')",
+        "'--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp')",
     )
     p.add_argument(
         "--model-name",
@@ -142,7 +142,7 @@ def add_parser(
         "--reward-model-args",
         metavar="ARGS",
         help="VW arguments of DR's reward model (a --cb_adf regression; default "
-        "'--cb_adf --cb_type mtr -q cp -q cr')",
+        "'--cb_adf --cb_type mtr -q cp -q cr -q sp')",
     )
     p.add_argument(
         "--reward-passes",

@@ -39,6 +39,8 @@ DEFAULT_REWARD_MODEL_ARGS: tuple[str, ...] = (
     "cp",
     "-q",
     "cr",
+    "-q",
+    "sp",
 )
 
 

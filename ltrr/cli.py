@@ -65,7 +65,7 @@ WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
     (
         "--vw-args",
         str,
-        "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp)",
+        "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp)",
     ),
     ("--checkpoint-every", int, "checkpoint the learner every N examples (1000)"),
     ("--checkpoint-interval-s", float, "... or every T seconds (5)"),

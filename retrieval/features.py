@@ -8,6 +8,11 @@ and numeric user aggregates sent by the caller (``user``: name -> number).
 Query namespace ``q``: the query's words (lower case, at most 12), so plan value can depend on
 what was asked ("new", "songs for", a name that keeps being misspelled).
 
+Strategy namespace ``s`` (shared): every strategy's signals for this query, the same three as
+in ``r`` below, so a plan's value can depend on what the *other* strategies found (with ``-q
+sp``: "lexical found an exact title, so the lexical plan wins"; "lexical found nothing close, so
+semantic").
+
 Per-plan namespaces: ``p`` the plan id and its strategy indicators; ``r`` per strategy in the
 plan, its result count relative to its budget, its top score for this query (min-max
 scaled across strategies so scales compare) and how far its best hit stands out from the
@@ -85,17 +90,37 @@ def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dic
     return {"c": c, "q": q} if q else {"c": c}
 
 
+def _scaled_tops(results: Mapping[str, Sequence[Candidate]]) -> dict[str, float]:
+    """Each strategy's top score, min-max scaled across the strategies of this query."""
+    tops = {name: (cands[0].score if cands else 0.0) for name, cands in results.items()}
+    lo, hi = min(tops.values(), default=0.0), max(tops.values(), default=0.0)
+    span = hi - lo
+    return {
+        name: round((top - lo) / span, 4) if span > 0 else (1.0 if top > 0 else 0.0)
+        for name, top in tops.items()
+    }
+
+
+def strategy_features(
+    results: Mapping[str, Sequence[Candidate]], budgets: Mapping[str, int]
+) -> dict[str, Namespace]:
+    """The shared ``s`` namespace: per strategy, result count relative to its largest budget,
+    scaled top score and best-hit gap."""
+    tops = _scaled_tops(results)
+    s: Namespace = {}
+    for name, found in results.items():
+        budget = max(budgets.get(name, 1), 1)
+        s[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
+        s[f"{name}_top"] = tops[name]
+        s[f"{name}_gap"] = _gap(found)
+    return {"s": s} if s else {}
+
+
 def plan_features(
     plans: Sequence[PlanSpec], results: Mapping[str, Sequence[Candidate]]
 ) -> list[dict[str, Namespace]]:
     """Per-plan namespaces from each strategy's results for this query."""
-    tops = {name: (cands[0].score if cands else 0.0) for name, cands in results.items()}
-    lo, hi = min(tops.values(), default=0.0), max(tops.values(), default=0.0)
-    span = hi - lo
-
-    def scaled(value: float) -> float:
-        return round((value - lo) / span, 4) if span > 0 else (1.0 if value > 0 else 0.0)
-
+    tops = _scaled_tops(results)
     gaps = {name: _gap(cands) for name, cands in results.items()}
     out = []
     for plan in plans:
@@ -105,7 +130,7 @@ def plan_features(
         for name, budget in plan.budgets.items():
             found = results.get(name, ())
             r[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
-            r[f"{name}_top"] = scaled(tops.get(name, 0.0))
+            r[f"{name}_top"] = tops.get(name, 0.0)
             r[f"{name}_gap"] = gaps.get(name, 0.0)
         out.append({"p": p, "r": r})
     return out

@@ -96,7 +96,7 @@ class Settings:
     reward_clip_min: float = -1.0
     reward_clip_max: float = 1.0
     #: Vowpal Wabbit arguments of every model (empty = ltrr's default,
-    #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp``).
+    #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp``).
     vw_args: str = ""
     #: Checkpoint the learner (model + offsets, atomically) every N examples ...
     checkpoint_every: int = 1000

@@ -29,7 +29,7 @@ from state.store import MemoryStore
 
 NOW = 1_750_000_000_000
 STRATEGIES = "lexical,memory,popular,fresh"
-LOGGED, TRAIN, ONLINE = 500, 500, 1200
+LOGGED, TRAIN, ONLINE = 800, 500, 1200
 
 
 def _log(stack: LocalStack, world: MusicWorld, n: int, rng: random.Random, base: int) -> list:
