@@ -37,13 +37,13 @@ from streams.scrape import scrape, total
 #: Short windows and frequent snapshots, so a few-minute run learns many times over.
 LOOP_FLAGS = (
     "--reward-window-s",
-    "2",
+    "1",
     "--join-tick-s",
     "0.2",
     "--checkpoint-interval-s",
     "1",
     "--snapshot-interval-s",
-    "2",
+    "1",
     "--snapshot-every",
     "200",
 )
@@ -112,7 +112,7 @@ def add_parsers(sub: Any, epilog: str) -> None:
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_run_flags(demo, queries=3000)
+    _add_run_flags(demo, queries=5000)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
@@ -453,6 +453,8 @@ def _pipeline(stack: Stack, broken: Counter[str], searches: int) -> dict[str, An
         "impressions_logged": int(served),
         "rewards_joined": rewards,
         "examples_learned": learned,
+        # Actions after their impression's window closed: kept as late rewards (not learned).
+        "late_actions": int(total(samples, "ltrr_late_actions_total")),
         "broken_events_sent": dict(broken),
         "dead_lettered": by_reason,
         # ``served`` may exceed ``searches`` by one after Ctrl-C (a search answered, its step
@@ -481,7 +483,7 @@ def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
         say(
             f"  loop: {summary['impressions_logged']} impressions logged, "
             f"{summary['rewards_joined']} rewards joined, {summary['examples_learned']} learned, "
-            f"model v{summary['model_version_published']}; "
+            f"{summary['late_actions']} late actions, model v{summary['model_version_published']}; "
             f"{sum(dead.values())} broken events dead-lettered "
             f"({', '.join(f'{k} {v}' for k, v in sorted(dead.items())) or 'none'})"
         )

@@ -106,6 +106,7 @@ def test_demo_runs_the_whole_loop_and_accounts_for_every_event(tmp_path: Path) -
     assert summary["queries"] == 200 and summary["world"] == "music"
     assert summary["impressions_logged"] == summary["rewards_joined"] == 200
     assert summary["examples_learned"] == 200
+    assert isinstance(summary["late_actions"], int)  # reported; not learned, not lost
     assert sum(summary["dead_lettered"].values()) == sum(summary["broken_events_sent"].values())
     assert summary["dead_lettered"]["orphan_action"] >= 1
     assert set(summary["mean_reward"]) == POLICIES | {"semantic"}
