@@ -17,7 +17,7 @@ from schemas.contracts import Contract
 from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from schemas.validation import Rejection, decode
 from state.store import Store
-from streams.follow import follow
+from streams.follow import Handler, follow
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,27 @@ class SnapshotLoader:
         self.assembler = SnapshotAssembler(keys, model)
         self.model = model
 
-    def handle(self, records: list[Any]) -> None:
+    async def handle(self, records: list[Any]) -> None:
         for record in records:
-            self._feed(record)
+            result = self.assembler.feed(record.key, record.value)
+            if isinstance(result, Rejected):
+                m.SNAPSHOTS_REJECTED.labels(result.reason).inc()
+                log.warning("snapshot refused (%s): %s", result.reason, result.detail)
+            elif isinstance(result, Loaded):
+                await self._load(result)
 
-    def _feed(self, record: Any) -> None:
-        result = self.assembler.feed(record.key, record.value)
-        if isinstance(result, Rejected):
-            m.SNAPSHOTS_REJECTED.labels(result.reason).inc()
-            log.warning("snapshot refused (%s): %s", result.reason, result.detail)
-        elif isinstance(result, Loaded):
-            self._load(result)
-
-    def _load(self, loaded: Loaded) -> None:
+    async def _load(self, loaded: Loaded) -> None:
         header = loaded.header
         started = time.perf_counter()
         try:
-            model = load_model(
-                header["version"], header["vw_args"], loaded.model_bytes, header["created_ms"]
+            # Deserializing a big model takes a while: in a thread, so searches go on being
+            # answered (by the current model) meanwhile; the swap itself is on the loop.
+            model = await asyncio.to_thread(
+                load_model,
+                header["version"],
+                header["vw_args"],
+                loaded.model_bytes,
+                header["created_ms"],
             )
         except PolicyError as exc:
             m.SNAPSHOTS_REJECTED.labels("unloadable").inc()
@@ -103,7 +106,7 @@ class SnapshotLoader:
 async def run_consumer(
     bootstrap: str,
     topic: str,
-    handle: Callable[[list[Any]], None],
+    handle: Handler,
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,

@@ -5,19 +5,24 @@ way; learning workers follow the snapshots topic (to adopt rollbacks and takeove
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger(__name__)
 
+#: Applies a fetched batch of records; may be a coroutine function (awaited before the next
+#: batch) when part of its work runs off the event loop.
+Handler = Callable[[list[Any]], Awaitable[None] | None]
+
 
 async def _follow_once(
     bootstrap: str,
     topic: str,
-    handle: Callable[[list[Any]], None],
+    handle: Handler,
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any],
@@ -52,7 +57,9 @@ async def _follow_once(
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
             for records in batches.values():
-                handle(records)
+                result = handle(records)
+                if inspect.isawaitable(result):
+                    await result
             if not ready.is_set():
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
@@ -64,7 +71,7 @@ async def _follow_once(
 async def follow(
     bootstrap: str,
     topic: str,
-    handle: Callable[[list[Any]], None],
+    handle: Handler,
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,

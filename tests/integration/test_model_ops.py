@@ -51,6 +51,16 @@ def snapshot_with(bootstrap: str, prefix: str, examples: int, min_version: int =
     return found
 
 
+def offered(w: Any, count: int) -> None:
+    """Wait until the worker has read ``count`` published snapshots it holds for adoption."""
+    wait_for(
+        lambda: metric(w, "ltrr_learner_snapshots_total", verdict="pending"),
+        lambda n: n >= count,
+        60,
+        f"the worker to read published snapshot #{count}",
+    )
+
+
 def model_cli(bootstrap: str, prefix: str, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LTRR_")}
     result = subprocess.run(
@@ -99,7 +109,10 @@ def test_export_rollback_and_reset(bootstrap: str, prefix: str, tmp_path: Path) 
         assert served is not None and served.header["version"] == rolled["version"]
         assert served.model_bytes == good.model_bytes
 
-        # The learner adopts it at the next reward and learns on from it.
+        # The learner adopts it at the next reward after reading it, and learns on from it.
+        # (Rewards learned before the worker has read the published snapshot are learned into
+        # the replaced model: wait for the offer, as the README says.)
+        offered(w, 1)
         produce(bootstrap, rewards, third)
         after = snapshot_with(bootstrap, prefix, 130, min_version=rolled["version"] + 1)
         assert metric(w, "ltrr_learner_snapshots_total", verdict="adopted") == 1
@@ -116,6 +129,7 @@ def test_export_rollback_and_reset(bootstrap: str, prefix: str, tmp_path: Path) 
         # Reset: an untrained model as the next version; learning restarts from zero.
         reset = model_cli(bootstrap, prefix, "reset")
         assert reset["version"] > after.header["version"] and reset["examples_learned"] == 0
+        offered(w, 2)
         produce(bootstrap, rewards, reward_lines(10, seed=13))
         restarted = snapshot_with(bootstrap, prefix, 10, min_version=reset["version"] + 1)
         fresh = Learners(MemoryStore(), DEFAULT_VW_ARGS)

@@ -1,0 +1,102 @@
+"""The retrieval worker's snapshot loader: a verified snapshot is deserialized off the event
+loop (searches keep being answered by the current model meanwhile) and swapped in on it; an
+older version or an unloadable model changes nothing and is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agents.learning import DEFAULT_VW_ARGS, Learners
+from agents.snapshots import SnapshotPolicy
+from retrieval import metrics as m
+from retrieval import replica
+from retrieval.policy import Policy
+from retrieval.replica import SnapshotLoader
+from schemas.snapshot import encode_snapshot
+from state.store import MemoryStore
+from tests.unit.test_learning import reward_lines
+
+POLICY = SnapshotPolicy()
+
+
+def records(version: int, model_bytes: bytes) -> list[Any]:
+    messages = encode_snapshot(
+        model="default",
+        version=version,
+        vw_args=list(DEFAULT_VW_ARGS),
+        model_bytes=model_bytes,
+        examples_learned=0,
+        offsets=[],
+        created_ms=1_700_000_000_000 + version,
+        key_id=POLICY.key_id,
+        key=POLICY.key,
+        max_message_bytes=POLICY.max_message_bytes,
+    )
+    return [SimpleNamespace(key=k, value=v) for k, v in messages]
+
+
+def rejected(reason: str) -> float:
+    return m.SNAPSHOTS_REJECTED.labels(reason)._value.get()
+
+
+@pytest.fixture(scope="module")
+def model_bytes() -> bytes:
+    learners = Learners(MemoryStore(), DEFAULT_VW_ARGS)
+    for i, line in enumerate(reward_lines(300)):
+        learners.learn(line, 0, i)
+    return learners.model_bytes("default")
+
+
+async def test_loads_off_the_event_loop_then_swaps(
+    model_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.get_ident()
+    load_threads: list[int] = []
+    real_load = replica.load_model
+
+    def spy(*args: Any) -> Any:
+        load_threads.append(threading.get_ident())
+        return real_load(*args)
+
+    monkeypatch.setattr(replica, "load_model", spy)
+    policy = Policy()
+    loader = SnapshotLoader(policy, {POLICY.key_id: POLICY.key}, "default")
+    await loader.handle(records(3, model_bytes))
+    assert policy.model is not None and policy.model.version == 3
+    assert load_threads and all(t != loop_thread for t in load_threads)
+
+    stale_before = rejected("stale_version")
+    await loader.handle(records(2, model_bytes))
+    assert policy.model.version == 3 and rejected("stale_version") == stale_before + 1
+
+
+async def test_an_unloadable_model_keeps_the_current_one(model_bytes: bytes) -> None:
+    policy = Policy()
+    loader = SnapshotLoader(policy, {POLICY.key_id: POLICY.key}, "default")
+    await loader.handle(records(5, model_bytes))
+    before = rejected("unloadable")
+    await loader.handle(records(6, b"not a vw model" * 50))
+    assert policy.model is not None and policy.model.version == 5
+    assert rejected("unloadable") == before + 1
+
+
+async def test_searches_are_answered_while_a_model_loads(model_bytes: bytes) -> None:
+    """The loop is free during deserialization: a concurrent task runs to completion."""
+    loader = SnapshotLoader(Policy(), {POLICY.key_id: POLICY.key}, "default")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await loader.handle(records(7, model_bytes))
+    task.cancel()
+    assert ticks > 0
