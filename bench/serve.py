@@ -31,8 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from agents.learning import DEFAULT_VW_ARGS, learn_lines  # noqa: E402
 from ltrr.processes import ServeProcess  # noqa: E402
-from retrieval.features import context_features, plan_features  # noqa: E402
-from retrieval.plans import default_plans  # noqa: E402
+from retrieval.features import (  # noqa: E402
+    context_features,
+    plan_features,
+    strategy_features,
+    strategy_signals,
+)
+from retrieval.plans import default_plans, max_budgets  # noqa: E402
 from retrieval.policy import Policy, load_model  # noqa: E402
 from retrieval.strategies.base import Candidate  # noqa: E402
 from schemas.dsjson import reward_event  # noqa: E402
@@ -153,12 +158,16 @@ def trained_model(plans: list[Any], rng: random.Random) -> tuple[bytes, list[Any
             name: [Candidate(f"e{j}", rng.random() * 10) for j in range(rng.randint(0, 5))]
             for name in NAMES
         }
-        ctx = context_features(
-            " ".join(rng.sample(WORDS, rng.randint(1, 3))),
-            {"device": rng.choice(["mobile", "web"])},
-            1_795_000_000_000,
-        )
-        feats = plan_features(plans, results)
+        signals = strategy_signals(results)
+        ctx = {
+            **context_features(
+                " ".join(rng.sample(WORDS, rng.randint(1, 3))),
+                {"device": rng.choice(["mobile", "web"])},
+                1_795_000_000_000,
+            ),
+            **strategy_features(signals, max_budgets(plans)),
+        }
+        feats = plan_features(plans, signals)
         samples.append((ctx, feats))
         chosen = rng.randrange(len(plans))
         imp = SearchImpression.from_dict(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,48 +91,63 @@ def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dic
     return {"c": c, "q": q} if q else {"c": c}
 
 
-def _scaled_tops(results: Mapping[str, Sequence[Candidate]]) -> dict[str, float]:
-    """Each strategy's top score, min-max scaled across the strategies of this query."""
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What one strategy found for this query: result count, top score (min-max scaled across
+    the query's strategies, so scales compare) and best-hit gap (``_gap``)."""
+
+    count: int
+    top: float
+    gap: float
+
+
+_NOTHING = Signal(0, 0.0, 0.0)
+
+
+def strategy_signals(results: Mapping[str, Sequence[Candidate]]) -> dict[str, Signal]:
+    """Each strategy's signals, computed once per search for the ``s`` and ``r`` namespaces."""
     tops = {name: (cands[0].score if cands else 0.0) for name, cands in results.items()}
     lo, hi = min(tops.values(), default=0.0), max(tops.values(), default=0.0)
     span = hi - lo
     return {
-        name: round((top - lo) / span, 4) if span > 0 else (1.0 if top > 0 else 0.0)
-        for name, top in tops.items()
+        name: Signal(
+            len(found),
+            round((tops[name] - lo) / span, 4) if span > 0 else (1.0 if tops[name] > 0 else 0.0),
+            _gap(found),
+        )
+        for name, found in results.items()
     }
 
 
+def _put(ns: Namespace, name: str, signal: Signal, budget: int) -> None:
+    ns[f"{name}_n"] = round(min(signal.count, budget) / budget, 4)
+    ns[f"{name}_top"] = signal.top
+    ns[f"{name}_gap"] = signal.gap
+
+
 def strategy_features(
-    results: Mapping[str, Sequence[Candidate]], budgets: Mapping[str, int]
+    signals: Mapping[str, Signal], budgets: Mapping[str, int]
 ) -> dict[str, Namespace]:
-    """The shared ``s`` namespace: per strategy, result count relative to its largest budget,
-    scaled top score and best-hit gap."""
-    tops = _scaled_tops(results)
+    """The shared ``s`` namespace: every strategy's signals, its count relative to its largest
+    budget."""
     s: Namespace = {}
-    for name, found in results.items():
-        budget = max(budgets.get(name, 1), 1)
-        s[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
-        s[f"{name}_top"] = tops[name]
-        s[f"{name}_gap"] = _gap(found)
+    for name, signal in signals.items():
+        _put(s, name, signal, max(budgets.get(name, 1), 1))
     return {"s": s} if s else {}
 
 
 def plan_features(
-    plans: Sequence[PlanSpec], results: Mapping[str, Sequence[Candidate]]
+    plans: Sequence[PlanSpec], signals: Mapping[str, Signal]
 ) -> list[dict[str, Namespace]]:
-    """Per-plan namespaces from each strategy's results for this query."""
-    tops = _scaled_tops(results)
-    gaps = {name: _gap(cands) for name, cands in results.items()}
+    """Per-plan namespaces: the plan's strategies and their signals, counts relative to the
+    plan's budgets."""
     out = []
     for plan in plans:
         p: Namespace = {name: True for name in plan.strategies}
         p["plan"] = clean(plan.id)
         r: Namespace = {}
         for name, budget in plan.budgets.items():
-            found = results.get(name, ())
-            r[f"{name}_n"] = round(min(len(found), budget) / budget, 4)
-            r[f"{name}_top"] = tops.get(name, 0.0)
-            r[f"{name}_gap"] = gaps.get(name, 0.0)
+            _put(r, name, signals.get(name, _NOTHING), budget)
         out.append({"p": p, "r": r})
     return out
 

@@ -12,7 +12,12 @@ from typing import Any
 
 from retrieval import metrics as m
 from retrieval.catalog import Catalog
-from retrieval.features import context_features, plan_features, strategy_features
+from retrieval.features import (
+    context_features,
+    plan_features,
+    strategy_features,
+    strategy_signals,
+)
 from retrieval.plans import PlanSpec, max_budgets
 from retrieval.policy import Policy
 from retrieval.ranking import Ranked, rank
@@ -82,11 +87,12 @@ class Searcher:
         impression_id = impression_id or uuid.uuid4().hex
         results = self.retrieve_all(query, context)
         started = time.perf_counter()
+        signals = strategy_signals(results)
         ctx = {
             **context_features(query, context, now_ms),
-            **strategy_features(results, self.budgets),
+            **strategy_features(signals, self.budgets),
         }
-        per_plan = plan_features(self.plans, results)
+        per_plan = plan_features(self.plans, signals)
         decision = self.policy.decide(ctx, per_plan, seed)
         m.DECISION_LATENCY.observe(time.perf_counter() - started)
         plan = self.plans[decision.chosen]

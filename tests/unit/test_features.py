@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from retrieval.features import clean, context_features, plan_features, strategy_features
+from retrieval.features import (
+    clean,
+    context_features,
+    plan_features,
+    strategy_features,
+    strategy_signals,
+)
 from retrieval.plans import PlanSpec, default_plans, max_budgets
 from retrieval.strategies.base import Candidate
 
@@ -54,7 +60,7 @@ def test_strategy_namespace_carries_every_strategy_signal() -> None:
         "semantic": cands(0.6, 0.59, 0.58),  # close neighbours, no standout
         "memory": [],
     }
-    s = strategy_features(results, max_budgets(plans))["s"]
+    s = strategy_features(strategy_signals(results), max_budgets(plans))["s"]
     assert s["lexical_n"] == 2 / 20 and s["semantic_n"] == 3 / 20 and s["memory_n"] == 0.0
     assert s["lexical_top"] == 1.0 and s["memory_top"] == 0.0
     assert 0.0 < s["semantic_top"] < 0.1
@@ -68,7 +74,7 @@ def test_plan_namespaces_hold_only_the_plans_strategies() -> None:
         PlanSpec("lexical+memory", {"lexical": 10, "memory": 10}),
     ]
     results = {"lexical": cands(5.0, 5.0, 1.0), "memory": cands(2.0)}
-    first, second = plan_features(plans, results)
+    first, second = plan_features(plans, strategy_signals(results))
     assert first["p"] == {"lexical": True, "plan": "lexical"}
     assert set(first["r"]) == {"lexical_n", "lexical_top", "lexical_gap"}
     assert first["r"]["lexical_n"] == 3 / 20 and first["r"]["lexical_gap"] == 0.0
