@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from agents.learning import LearnerError, Learners
-from agents.snapshots import SnapshotPublisher, state_key
+from ltrr.agents.learning import LearnerError, Learners
+from ltrr.agents.snapshots import SnapshotPublisher, state_key
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import Any
 
-from agents.metrics import DLQ_EVENTS
-from schemas.codec import dumps
-from schemas.dead_letter import REASON_HEADER, dead_letter
-from schemas.validation import Rejection
+from ltrr.agents.metrics import DLQ_EVENTS
+from ltrr.schemas.codec import dumps
+from ltrr.schemas.dead_letter import REASON_HEADER, dead_letter
+from ltrr.schemas.validation import Rejection
 
 log = logging.getLogger(__name__)
 

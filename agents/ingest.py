@@ -11,12 +11,12 @@ from typing import Any
 
 import faust
 
-from agents.dead_letters import send_dead_letter
-from agents.metrics import EVENT_BYTES, EVENTS_CONSUMED
-from schemas.contracts import Contract
-from schemas.validation import Rejection, decode
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.agents.dead_letters import send_dead_letter
+from ltrr.agents.metrics import EVENT_BYTES, EVENTS_CONSUMED
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.validation import Rejection, decode
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 #: Called with the validated event and the Kafka message it came in.
 Handler = Callable[[dict[str, Any], Any], Awaitable[None]]

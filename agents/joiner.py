@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 
-from agents.reward import RewardConfig, compute_reward
-from schemas.dead_letter import dead_letter
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression, UserAction
-from schemas.validation import Rejection
-from state.store import Store
+from ltrr.agents.reward import RewardConfig, compute_reward
+from ltrr.schemas.dead_letter import dead_letter
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression, UserAction
+from ltrr.schemas.validation import Rejection
+from ltrr.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)

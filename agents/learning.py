@@ -24,10 +24,10 @@ from typing import Any, cast
 import orjson
 import vowpal_wabbit_next as vw
 
-from schemas.contracts import Contract
-from schemas.exceptions import ContractError, LtrrError
-from schemas.validation import check
-from state.store import Batch, Store
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.exceptions import ContractError, LtrrError
+from ltrr.schemas.validation import check
+from ltrr.state.store import Batch, Store
 
 #: Context namespaces ``c`` (query shape, locale, device, time, slots), ``q`` (the query's
 #: words) and ``s`` (every strategy's retrieval signals); per-plan namespaces ``p`` (the plan
@@ -114,7 +114,7 @@ class Learners:
         }
         self._dirty_offsets: set[int] = set()
         #: Called with a reward's model name before it is learned (or skipped as replayed):
-        #: where a model published elsewhere is adopted (``agents.adoption``).
+        #: where a model published elsewhere is adopted (``ltrr.agents.adoption``).
         self.before_learn: Callable[[str], object] | None = None
         for key, raw in store.scan(b"meta/"):
             self._load(key.decode().split("/", 1)[1], orjson.loads(raw))

@@ -19,24 +19,24 @@ from typing import Any
 import faust
 import orjson
 
-from agents import metrics as m
-from agents.adoption import Adopter
-from agents.dead_letters import send_dead_letter
-from agents.ingest import register_ingest
-from agents.joiner import JoinConfig, Joiner, Source
-from agents.learning import DEFAULT_VW_ARGS, Learners
-from agents.reward import RewardConfig
-from agents.snapshots import SnapshotPolicy, SnapshotPublisher
-from schemas.contracts import Contract
-from schemas.exceptions import ContractError
-from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-from schemas.validation import Rejection, check, decode
-from state.q2e import Q2EConfig, Q2EMemory, normalize_query
-from state.store import Batch, RocksStore, Store
-from streams.follow import follow
-from streams.security import aiokafka_kwargs
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.agents import metrics as m
+from ltrr.agents.adoption import Adopter
+from ltrr.agents.dead_letters import send_dead_letter
+from ltrr.agents.ingest import register_ingest
+from ltrr.agents.joiner import JoinConfig, Joiner, Source
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners
+from ltrr.agents.reward import RewardConfig
+from ltrr.agents.snapshots import SnapshotPolicy, SnapshotPublisher
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.exceptions import ContractError
+from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
+from ltrr.schemas.validation import Rejection, check, decode
+from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from ltrr.state.store import Batch, RocksStore, Store
+from ltrr.streams.follow import follow
+from ltrr.streams.security import aiokafka_kwargs
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from schemas.exceptions import LtrrError
-from schemas.records import UserAction
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.schemas.records import UserAction
 
 Aggregation = Literal["max", "sum", "earliest"]
 

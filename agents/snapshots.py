@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from agents.learning import Learners
-from schemas.snapshot import encode_snapshot
+from ltrr.agents.learning import Learners
+from ltrr.schemas.snapshot import encode_snapshot
 
 Message = tuple[bytes, bytes | None]
 

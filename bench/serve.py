@@ -29,22 +29,22 @@ import vowpal_wabbit_next as vw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines  # noqa: E402
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines  # noqa: E402
 from ltrr.processes import ServeProcess  # noqa: E402
-from retrieval.features import (  # noqa: E402
+from ltrr.retrieval.features import (  # noqa: E402
     context_features,
     plan_features,
     strategy_features,
     strategy_signals,
 )
-from retrieval.plans import default_plans, max_budgets  # noqa: E402
-from retrieval.policy import Policy, load_model  # noqa: E402
-from retrieval.strategies.base import Candidate  # noqa: E402
-from schemas.dsjson import reward_event  # noqa: E402
-from schemas.records import SearchImpression  # noqa: E402
-from schemas.snapshot import encode_snapshot  # noqa: E402
-from state.store import MemoryStore  # noqa: E402
-from streams.brokers.tansu import TansuBroker  # noqa: E402
+from ltrr.retrieval.plans import default_plans, max_budgets  # noqa: E402
+from ltrr.retrieval.policy import Policy, load_model  # noqa: E402
+from ltrr.retrieval.strategies.base import Candidate  # noqa: E402
+from ltrr.schemas.dsjson import reward_event  # noqa: E402
+from ltrr.schemas.records import SearchImpression  # noqa: E402
+from ltrr.schemas.snapshot import encode_snapshot  # noqa: E402
+from ltrr.state.store import MemoryStore  # noqa: E402
+from ltrr.streams.brokers.tansu import TansuBroker  # noqa: E402
 
 WORDS = [
     "love",

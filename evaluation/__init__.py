@@ -7,7 +7,7 @@ intervals, next to the logging policy's own value. Rows come from ``read_file`` 
 ``row -> pmf``. ``ltrr eval`` is the command-line front end (``evaluation/cli.py``).
 """
 
-from evaluation.candidates import (
+from ltrr.evaluation.candidates import (
     Candidate,
     FunctionPolicy,
     Greedy,
@@ -16,11 +16,11 @@ from evaluation.candidates import (
     greedy,
     latest_snapshot,
 )
-from evaluation.estimators import Diagnostics, Estimate
-from evaluation.evaluate import Report, estimate
-from evaluation.exceptions import EvaluationError
-from evaluation.logs import LineError, LoggedRow, Logs, read_file, read_lines, read_topic
-from evaluation.reward_model import RewardModel
+from ltrr.evaluation.estimators import Diagnostics, Estimate
+from ltrr.evaluation.evaluate import Report, estimate
+from ltrr.evaluation.exceptions import EvaluationError
+from ltrr.evaluation.logs import LineError, LoggedRow, Logs, read_file, read_lines, read_topic
+from ltrr.evaluation.reward_model import RewardModel
 
 __all__ = [
     "Candidate",

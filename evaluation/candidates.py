@@ -27,8 +27,8 @@ import numpy as np
 import vowpal_wabbit_next as vw
 from numpy.typing import ArrayLike, NDArray
 
-from evaluation.exceptions import EvaluationError
-from evaluation.logs import LoggedRow
+from ltrr.evaluation.exceptions import EvaluationError
+from ltrr.evaluation.logs import LoggedRow
 
 Pmf = NDArray[np.float64]
 #: How far a pmf's sum may be from 1 before it is refused (VW's pmfs are float32).
@@ -156,7 +156,7 @@ class VWModel:
 
     @classmethod
     def from_snapshot(cls, header: dict[str, Any], model_bytes: bytes) -> VWModel:
-        """A verified snapshot (``schemas.snapshot.Loaded``): its own VW arguments."""
+        """A verified snapshot (``ltrr.schemas.snapshot.Loaded``): its own VW arguments."""
         return cls(
             model_bytes,
             header["vw_args"],
@@ -224,8 +224,8 @@ def latest_snapshot(
     Snapshots are checked as a retrieval worker checks them (signature with ``keys``,
     checksum, version); refused ones are counted in the error when no snapshot is usable.
     """
-    from evaluation.topics import read_records
-    from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
+    from ltrr.evaluation.topics import read_records
+    from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 
     assembler = SnapshotAssembler(keys, model)
     loaded: Loaded | None = None

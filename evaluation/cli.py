@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from evaluation.candidates import Candidate, Greedy, VWModel, VWTrainer, latest_snapshot
-from evaluation.evaluate import Report, estimate
-from evaluation.exceptions import EvaluationError
-from evaluation.logs import read_file, read_topic
-from evaluation.reward_model import DEFAULT_REWARD_MODEL_ARGS, RewardModel
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.evaluation.candidates import Candidate, Greedy, VWModel, VWTrainer, latest_snapshot
+from ltrr.evaluation.evaluate import Report, estimate
+from ltrr.evaluation.exceptions import EvaluationError
+from ltrr.evaluation.logs import read_file, read_topic
+from ltrr.evaluation.reward_model import DEFAULT_REWARD_MODEL_ARGS, RewardModel
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 DESCRIPTION = """\
 Counterfactual (off-policy) evaluation: estimate the average reward a candidate policy would
@@ -166,8 +166,8 @@ def add_parser(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``ltrr eval``; ``LtrrError`` (bad input, unreachable broker) propagates."""
-    from agents.learning import DEFAULT_VW_ARGS  # the learner's defaults, loaded on use
-    from streams.security import kafka_python_kwargs
+    from ltrr.agents.learning import DEFAULT_VW_ARGS  # the learner's defaults, loaded on use
+    from ltrr.streams.security import kafka_python_kwargs
 
     if not 0 < args.confidence < 1:
         raise EvaluationError(f"--confidence must be in (0, 1), got {args.confidence}")

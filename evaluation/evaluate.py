@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from evaluation import estimators as est
-from evaluation.candidates import Candidate, as_candidate, check_pmf
-from evaluation.exceptions import EvaluationError
-from evaluation.logs import LineError, LoggedRow, Logs
-from evaluation.reward_model import RewardModel
+from ltrr.evaluation import estimators as est
+from ltrr.evaluation.candidates import Candidate, as_candidate, check_pmf
+from ltrr.evaluation.exceptions import EvaluationError
+from ltrr.evaluation.logs import LineError, LoggedRow, Logs
+from ltrr.evaluation.reward_model import RewardModel
 
 #: Cross-fitted predictions ``r̂(x_i, ·)`` for every row (see ``reward_model.py``).
 RewardPredictor = Callable[[Sequence[LoggedRow]], Sequence[ArrayLike]]

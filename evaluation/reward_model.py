@@ -27,9 +27,9 @@ from typing import cast
 import numpy as np
 import vowpal_wabbit_next as vw
 
-from evaluation.candidates import Pmf, workspace
-from evaluation.exceptions import EvaluationError
-from evaluation.logs import LoggedRow
+from ltrr.evaluation.candidates import Pmf, workspace
+from ltrr.evaluation.exceptions import EvaluationError
+from ltrr.evaluation.logs import LoggedRow
 
 DEFAULT_REWARD_MODEL_ARGS: tuple[str, ...] = (
     "--cb_adf",

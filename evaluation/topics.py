@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from evaluation.exceptions import EvaluationError
+from ltrr.evaluation.exceptions import EvaluationError
 
 
 def read_records(

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluation.cli import add_parser as add_eval_parser
+from ltrr.evaluation.cli import add_parser as add_eval_parser
 from ltrr.models import add_parser as add_model_parser
+from ltrr.schemas.exceptions import LtrrError
 from ltrr.simulate import add_parsers as add_simulation_parsers
-from schemas.exceptions import LtrrError
-from streams.settings import Settings
+from ltrr.streams.settings import Settings
 
 EPILOG = """\
 Every option can also be set by an LTRR_* environment variable (LTRR_BROKER, LTRR_TOPIC_PREFIX,
@@ -311,10 +311,10 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.admin import create_topics
-    from streams.brokers.kafka import ApacheKafka
-    from streams.brokers.tansu import TansuBroker
-    from streams.topics import Topics
+    from ltrr.streams.admin import create_topics
+    from ltrr.streams.brokers.kafka import ApacheKafka
+    from ltrr.streams.brokers.tansu import TansuBroker
+    from ltrr.streams.topics import Topics
 
     settings = load_settings(args)
     stop = threading.Event()
@@ -353,9 +353,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streams.admin import create_topics, list_topics
-    from streams.security import kafka_python_kwargs
-    from streams.topics import Topics
+    from ltrr.streams.admin import create_topics, list_topics
+    from ltrr.streams.security import kafka_python_kwargs
+    from ltrr.streams.topics import Topics
 
     settings = load_settings(args)
     security = kafka_python_kwargs(settings)
@@ -390,7 +390,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from retrieval.server import serve
+    from ltrr.retrieval.server import serve
 
     settings = load_settings(args)
     logging.basicConfig(
@@ -404,7 +404,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_learn_offline(args: argparse.Namespace) -> int:
     import shlex
 
-    from agents.learning import DEFAULT_VW_ARGS
+    from ltrr.agents.learning import DEFAULT_VW_ARGS
     from ltrr.offline import learn_offline
 
     vw_args = tuple(shlex.split(args.vw_args)) if args.vw_args else DEFAULT_VW_ARGS
@@ -412,7 +412,7 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evaluation.cli import run
+    from ltrr.evaluation.cli import run
 
     return run(args, load_settings(args))
 

@@ -2,7 +2,7 @@
 
 The snapshots topic holds the truth about each model: retrieval workers serve its newest
 verified version, and learning workers adopt a version newer than their own
-(``agents.adoption``). So rolling back is publishing an earlier model — one saved with
+(``ltrr.agents.adoption``). So rolling back is publishing an earlier model — one saved with
 ``ltrr model export``, or trained with ``ltrr learn-offline`` — as the model's *next* version,
 signed with the snapshot key; resetting is publishing an untrained model the same way. The
 learner owning the model adopts it at its next reward and goes on learning from it.
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from schemas.exceptions import LtrrError
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 if TYPE_CHECKING:  # the CLI imports this module to build its parser: keep VW out of that
-    from schemas.snapshot import Loaded
+    from ltrr.schemas.snapshot import Loaded
 
 
 class ModelCommandError(LtrrError):
@@ -47,10 +47,10 @@ class TopicModels:
 
 def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
     """Read the whole snapshots topic and verify every snapshot as a retrieval worker does."""
-    from evaluation.exceptions import EvaluationError
-    from evaluation.topics import read_records
-    from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-    from streams.security import kafka_python_kwargs
+    from ltrr.evaluation.exceptions import EvaluationError
+    from ltrr.evaluation.topics import read_records
+    from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
+    from ltrr.streams.security import kafka_python_kwargs
 
     topic = Topics.from_settings(settings).snapshots.name
     try:
@@ -80,7 +80,7 @@ def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
 
 
 def vw_args_of(settings: Settings) -> tuple[str, ...]:
-    from agents.learning import DEFAULT_VW_ARGS
+    from ltrr.agents.learning import DEFAULT_VW_ARGS
 
     return tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
 
@@ -164,9 +164,9 @@ def publish_model(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from agents.learning import LearnerError, workspace
-    from schemas.snapshot import encode_snapshot
-    from streams.security import kafka_python_kwargs
+    from ltrr.agents.learning import LearnerError, workspace
+    from ltrr.schemas.snapshot import encode_snapshot
+    from ltrr.streams.security import kafka_python_kwargs
 
     args = vw_args_of(settings)
     try:
@@ -242,7 +242,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.learning import workspace
+    from ltrr.agents.learning import workspace
 
     untrained = bytes(workspace(vw_args_of(settings)).serialize())
     print(orjson.dumps(publish_model(settings, args.model, untrained, 0)).decode())

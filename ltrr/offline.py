@@ -9,8 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agents.learning import Learners
-from state.store import MemoryStore
+from ltrr.agents.learning import Learners
+from ltrr.state.store import MemoryStore
 
 
 def learn_offline(

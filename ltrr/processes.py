@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from schemas.exceptions import LtrrError
-from streams.brokers.ports import free_port
-from streams.scrape import ready
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.streams.brokers.ports import free_port
+from ltrr.streams.scrape import ready
 
 
 class LtrrProcess:

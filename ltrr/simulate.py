@@ -27,12 +27,12 @@ from typing import Any
 import orjson
 
 from ltrr.processes import ServeProcess, WorkerProcess
-from schemas.exceptions import LtrrError
-from sim.beir import BeirWorld
-from sim.runner import HttpBackend, SimConfig, Simulation, World
-from sim.scoreboard import LEARNED, ORACLE, UNION, Scoreboard
-from sim.world import DEFAULT_MIX, KINDS, MusicWorld, WorldConfig
-from streams.scrape import scrape, total
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.sim.beir import BeirWorld
+from ltrr.sim.runner import HttpBackend, SimConfig, Simulation, World
+from ltrr.sim.scoreboard import LEARNED, ORACLE, UNION, Scoreboard
+from ltrr.sim.world import DEFAULT_MIX, KINDS, MusicWorld, WorldConfig
+from ltrr.streams.scrape import scrape, total
 
 #: Short windows and frequent snapshots, so a few-minute run learns many times over.
 LOOP_FLAGS = (
@@ -194,10 +194,10 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
     """Broker, learning worker and retrieval worker on this machine, stopped on exit."""
     from kafka import KafkaProducer
 
-    from streams.admin import create_topics
-    from streams.brokers.tansu import TansuBroker
-    from streams.settings import Settings
-    from streams.topics import Topics
+    from ltrr.streams.admin import create_topics
+    from ltrr.streams.brokers.tansu import TansuBroker
+    from ltrr.streams.settings import Settings
+    from ltrr.streams.topics import Topics
 
     # The embedded broker keeps nothing between runs, so neither may the worker: state from a
     # previous run in the same --out would hold offsets of topics that no longer exist.
@@ -405,7 +405,7 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
 def write_report_safely(
     board: Scoreboard, out: Path, title: str, facts: Mapping[str, Any]
 ) -> dict[str, Any]:
-    from sim.report import write_report
+    from ltrr.sim.report import write_report
 
     return write_report(board, out, title=title, facts=facts)
 
@@ -413,7 +413,7 @@ def write_report_safely(
 def _send_broken(stack: Stack, args: argparse.Namespace) -> Counter[str]:
     """Deliberately broken events (and the actions of broken impressions, which can never
     join), straight into the topics: the loop must dead-letter each with its reason."""
-    from sim.traffic import traffic
+    from ltrr.sim.traffic import traffic
 
     share = getattr(args, "broken_share", 0.0)
     count = round(args.queries * share)

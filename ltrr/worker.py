@@ -7,13 +7,13 @@ import logging
 import faust
 from faust.worker import Worker
 
-from agents.loop import register_learning_loop
-from streams.admin import create_topics
-from streams.app import create_app
-from streams.security import describe, kafka_python_kwargs
-from streams.settings import Settings
-from streams.topics import Topics
-from streams.web import register_ops_pages
+from ltrr.agents.loop import register_learning_loop
+from ltrr.streams.admin import create_topics
+from ltrr.streams.app import create_app
+from ltrr.streams.security import describe, kafka_python_kwargs
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
+from ltrr.streams.web import register_ops_pages
 
 
 def build_worker_app(settings: Settings) -> faust.App:

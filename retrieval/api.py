@@ -16,12 +16,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 
-from retrieval import metrics as m
-from retrieval.impressions import ImpressionLogger
-from retrieval.plans import PlanError, PlanSpec, parse_plans
-from retrieval.search import Searcher
-from schemas.contracts import Contract
-from schemas.validation import Rejection, decode
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval.impressions import ImpressionLogger
+from ltrr.retrieval.plans import PlanError, PlanSpec, parse_plans
+from ltrr.retrieval.search import Searcher
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.validation import Rejection, decode
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -30,7 +30,7 @@ MAX_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPENAPI: dict[str, Any] = json.loads(
-    resources.files("retrieval").joinpath("openapi.json").read_text("utf-8")
+    resources.files(__package__).joinpath("openapi.json").read_text("utf-8")
 )
 _validate_search = fastjsonschema.compile(
     {

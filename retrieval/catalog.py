@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from schemas.contracts import Contract
-from schemas.validation import Rejection, decode
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.validation import Rejection, decode
 
 ENTITY_TYPES = ("track", "artist", "album", "playlist", "podcast", "station", "document")
 

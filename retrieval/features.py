@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from retrieval.plans import PlanSpec
-from retrieval.strategies.base import Candidate
+from ltrr.retrieval.plans import PlanSpec
+from ltrr.retrieval.strategies.base import Candidate
 
 Namespace = dict[str, float | str | bool]
 _BAD = re.compile(r"[\s|:]+")

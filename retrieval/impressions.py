@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from retrieval import metrics as m
+from ltrr.retrieval import metrics as m
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.exceptions import LtrrError
+from ltrr.schemas.exceptions import LtrrError
 
 
 class PlanError(LtrrError):

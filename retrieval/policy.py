@@ -22,7 +22,7 @@ from typing import Any, cast
 import orjson
 import vowpal_wabbit_next as vw
 
-from schemas.exceptions import LtrrError
+from ltrr.schemas.exceptions import LtrrError
 
 Namespaces = dict[str, dict[str, Any]]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from retrieval.plans import PlanSpec
-from retrieval.strategies.base import Candidate
+from ltrr.retrieval.plans import PlanSpec
+from ltrr.retrieval.strategies.base import Candidate
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from retrieval import metrics as m
-from retrieval.catalog import Catalog, Entity
-from retrieval.policy import Policy, PolicyError, load_model
-from schemas.contracts import Contract
-from schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-from schemas.validation import Rejection, decode
-from state.store import Store
-from streams.follow import Handler, follow
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.policy import Policy, PolicyError, load_model
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
+from ltrr.schemas.validation import Rejection, decode
+from ltrr.state.store import Store
+from ltrr.streams.follow import Handler, follow
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,10 @@ async def run_consumer(
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    """``streams.follow.follow`` counting its restarts in ``ltrr_retrieval_consumer_errors_total``.
+    """``ltrr.streams.follow.follow``, counting its restarts in
+    ``ltrr_retrieval_consumer_errors_total``.
 
-    ``client_kwargs``: extra AIOKafkaConsumer arguments (``streams.security.aiokafka_kwargs``).
+    ``client_kwargs``: extra AIOKafkaConsumer arguments (``ltrr.streams.security.aiokafka_kwargs``).
     """
     await follow(
         bootstrap,

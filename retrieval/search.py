@@ -10,18 +10,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval import metrics as m
-from retrieval.catalog import Catalog
-from retrieval.features import (
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval.catalog import Catalog
+from ltrr.retrieval.features import (
     context_features,
     plan_features,
     strategy_features,
     strategy_signals,
 )
-from retrieval.plans import PlanSpec, max_budgets
-from retrieval.policy import Policy
-from retrieval.ranking import Ranked, rank
-from retrieval.strategies.base import Candidate, Strategy
+from ltrr.retrieval.plans import PlanSpec, max_budgets
+from ltrr.retrieval.policy import Policy
+from ltrr.retrieval.ranking import Ranked, rank
+from ltrr.retrieval.strategies.base import Candidate, Strategy
 
 
 @dataclass(frozen=True, slots=True)

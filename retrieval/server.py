@@ -12,22 +12,22 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from retrieval import metrics as m
-from retrieval.api import build_app
-from retrieval.catalog import Catalog, load_jsonl
-from retrieval.impressions import ImpressionLogger
-from retrieval.plans import PlanError, PlanSpec, default_plans, parse_plans
-from retrieval.policy import Policy
-from retrieval.replica import SnapshotLoader, catalog_handler, q2e_handler, run_consumer
-from retrieval.search import Searcher
-from retrieval.strategies.base import Strategy
-from retrieval.strategies.memory import MemoryStrategy
-from schemas.exceptions import LtrrError
-from state.q2e import Q2EMemory
-from state.store import MemoryStore
-from streams.security import aiokafka_kwargs, describe, kafka_python_kwargs
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval.api import build_app
+from ltrr.retrieval.catalog import Catalog, load_jsonl
+from ltrr.retrieval.impressions import ImpressionLogger
+from ltrr.retrieval.plans import PlanError, PlanSpec, default_plans, parse_plans
+from ltrr.retrieval.policy import Policy
+from ltrr.retrieval.replica import SnapshotLoader, catalog_handler, q2e_handler, run_consumer
+from ltrr.retrieval.search import Searcher
+from ltrr.retrieval.strategies.base import Strategy
+from ltrr.retrieval.strategies.memory import MemoryStrategy
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.state.q2e import Q2EMemory
+from ltrr.state.store import MemoryStore
+from ltrr.streams.security import aiokafka_kwargs, describe, kafka_python_kwargs
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,21 @@ log = logging.getLogger(__name__)
 def build_strategy(name: str, catalog: Catalog, memory: Q2EMemory, settings: Settings) -> Strategy:
     """A strategy by built-in name, or ``package.module:Factory(catalog)`` for your own."""
     if name == "lexical":
-        from retrieval.strategies.lexical import LexicalStrategy
+        from ltrr.retrieval.strategies.lexical import LexicalStrategy
 
         return LexicalStrategy(catalog)
     if name == "semantic":
-        from retrieval.strategies.semantic import SemanticStrategy
+        from ltrr.retrieval.strategies.semantic import SemanticStrategy
 
         return SemanticStrategy(catalog, cache_dir=Path(settings.vector_cache_dir) / "semantic")
     if name == "memory":
         return MemoryStrategy(memory)
     if name == "popular":
-        from retrieval.strategies.popular import PopularStrategy
+        from ltrr.retrieval.strategies.popular import PopularStrategy
 
         return PopularStrategy(catalog)
     if name == "fresh":
-        from retrieval.strategies.fresh import FreshStrategy
+        from ltrr.retrieval.strategies.fresh import FreshStrategy
 
         return FreshStrategy(catalog)
     module_name, _, attr = name.partition(":")
@@ -178,7 +178,7 @@ class RetrievalWorker:
 
 
 async def serve(settings: Settings) -> None:
-    from streams.admin import create_topics
+    from ltrr.streams.admin import create_topics
 
     log.info("broker %s over %s", settings.broker, describe(settings))
     create_topics(

@@ -1,9 +1,9 @@
 """ltrr's event contracts: JSON Schema files, validation, typed records and the orjson codec."""
 
-from schemas.contracts import Contract
-from schemas.exceptions import ContractError, LtrrError
-from schemas.records import SearchImpression, UserAction
-from schemas.validation import Rejection, decode
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.exceptions import ContractError, LtrrError
+from ltrr.schemas.records import SearchImpression, UserAction
+from ltrr.schemas.validation import Rejection, decode
 
 __all__ = [
     "Contract",

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from faust.serializers import codecs
 
-from schemas.exceptions import ContractError
+from ltrr.schemas.exceptions import ContractError
 
 CODEC_NAME = "orjson"
 

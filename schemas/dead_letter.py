@@ -6,7 +6,7 @@ import base64
 import hashlib
 from typing import Any
 
-from schemas.validation import Rejection
+from ltrr.schemas.validation import Rejection
 
 REASON_HEADER = "ltrr-dlq-reason"
 

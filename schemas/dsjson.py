@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.records import SearchImpression, UserAction
+from ltrr.schemas.records import SearchImpression, UserAction
 
 
 def iso_timestamp(ms: int) -> str:

@@ -1,6 +1,6 @@
 """Typed, immutable views of validated events.
 
-Build them with ``from_dict`` on an object that ``schemas.validation.decode`` accepted; the
+Build them with ``from_dict`` on an object that ``ltrr.schemas.validation.decode`` accepted; the
 feature namespaces stay plain dicts because they are passed to Vowpal Wabbit as logged.
 """
 

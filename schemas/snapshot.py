@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from schemas.contracts import Contract
-from schemas.exceptions import ContractError
-from schemas.validation import check
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.exceptions import ContractError
+from ltrr.schemas.validation import check
 
 #: Room left under ``max_message_bytes`` for the key, record headers and batch overhead.
 SAFETY_MARGIN_BYTES = 64 * 1024

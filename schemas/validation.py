@@ -14,8 +14,8 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from schemas.contracts import Contract, validator
-from schemas.exceptions import ContractError
+from ltrr.schemas.contracts import Contract, validator
+from ltrr.schemas.exceptions import ContractError
 
 #: Default upper bound of one event's encoded size; larger messages are rejected as oversized.
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from schemas.exceptions import LtrrError
-from sim.world import Query
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.sim.world import Query
 
 
 class BeirError(LtrrError):

@@ -23,8 +23,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agents.reward import RewardConfig, action_weight
-from schemas.records import UserAction
+from ltrr.agents.reward import RewardConfig, action_weight
+from ltrr.schemas.records import UserAction
 
 #: One rank's possible outcomes: (probability, action types with values).
 Outcome = tuple[float, tuple[tuple[str, float | None], ...]]

@@ -9,14 +9,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.catalog import Catalog, Entity
-from retrieval.plans import PlanSpec, parse_plans
-from retrieval.policy import Policy
-from retrieval.search import Searcher, SearchResult
-from retrieval.server import build_plans, build_strategy
-from state.q2e import Q2EMemory
-from state.store import MemoryStore
-from streams.settings import Settings
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.plans import PlanSpec, parse_plans
+from ltrr.retrieval.policy import Policy
+from ltrr.retrieval.search import Searcher, SearchResult
+from ltrr.retrieval.server import build_plans, build_strategy
+from ltrr.state.q2e import Q2EMemory
+from ltrr.state.store import MemoryStore
+from ltrr.streams.settings import Settings
 
 
 class LocalStack:

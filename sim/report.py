@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 import orjson
 
-from sim.scoreboard import LEARNED, ORACLE, UNIFORM, Scoreboard
+from ltrr.sim.scoreboard import LEARNED, ORACLE, UNIFORM, Scoreboard
 
 matplotlib.use("Agg")  # files only, no display
 from matplotlib import pyplot as plt

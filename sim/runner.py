@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from agents.reward import RewardConfig, compute_reward
-from schemas.exceptions import LtrrError
-from schemas.records import UserAction
-from sim.clicks import ClickModel
-from sim.scoreboard import Scoreboard, Step, recall_at_budget
-from sim.world import Query
+from ltrr.agents.reward import RewardConfig, compute_reward
+from ltrr.schemas.exceptions import LtrrError
+from ltrr.schemas.records import UserAction
+from ltrr.sim.clicks import ClickModel
+from ltrr.sim.scoreboard import Scoreboard, Step, recall_at_budget
+from ltrr.sim.world import Query
 
 
 class World(Protocol):

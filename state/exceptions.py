@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.exceptions import LtrrError
+from ltrr.schemas.exceptions import LtrrError
 
 
 class StateError(LtrrError):

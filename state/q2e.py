@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from state.store import Store
+from ltrr.state.store import Store
 
 DEFAULT_ACTION_WEIGHTS: Mapping[str, float] = {
     "click": 1.0, "play": 2.0, "like": 3.0, "add_to_favorites": 3.0,

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from state.exceptions import StateError
+from ltrr.state.exceptions import StateError
 
 #: A batch of writes: key -> new value, or None to delete the key.
 Batch = Mapping[bytes, bytes | None]

@@ -15,8 +15,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.exceptions import BrokerError
-from streams.topics import TopicSpec
+from ltrr.streams.exceptions import BrokerError
+from ltrr.streams.topics import TopicSpec
 
 
 def admin_client(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import faust
 
-from schemas import codec
-from streams.security import faust_app_kwargs
-from streams.settings import Settings
+from ltrr.schemas import codec
+from ltrr.streams.security import faust_app_kwargs
+from ltrr.streams.settings import Settings
 
 
 def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:

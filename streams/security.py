@@ -14,8 +14,8 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from streams.exceptions import SettingsError
-from streams.settings import Settings
+from ltrr.streams.exceptions import SettingsError
+from ltrr.streams.settings import Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT

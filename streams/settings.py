@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from streams.exceptions import SettingsError
+from ltrr.streams.exceptions import SettingsError
 
 ENV_PREFIX = "LTRR_"
 

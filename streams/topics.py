@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.settings import Settings
+from ltrr.streams.settings import Settings
 
 HOUR_MS = 3_600_000
 

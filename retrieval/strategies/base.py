@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.catalog import Catalog, Entity
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from retrieval.catalog import Catalog, Entity
-from retrieval.strategies.base import Candidate
-from retrieval.strategies.tokens import STOPWORDS, terms
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.strategies.base import Candidate
+from ltrr.retrieval.strategies.tokens import STOPWORDS, terms
 
 DAY_MS = 86_400_000
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import tantivy
 
-from retrieval.catalog import Catalog, Entity
-from retrieval.strategies.base import Candidate
-from retrieval.strategies.tokens import terms
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.strategies.base import Candidate
+from ltrr.retrieval.strategies.tokens import terms
 
 FIELD_BOOSTS: dict[str, float] = {"title": 3.0, "artist": 2.0, "genres": 1.5, "text": 1.0}
 _TOKENIZER = "ltrr_en"

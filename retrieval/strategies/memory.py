@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from retrieval.catalog import Entity
-from retrieval.strategies.base import Candidate
-from state.q2e import Q2EMemory
+from ltrr.retrieval.catalog import Entity
+from ltrr.retrieval.strategies.base import Candidate
+from ltrr.state.q2e import Q2EMemory
 
 
 class MemoryStrategy:

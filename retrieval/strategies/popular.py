@@ -15,8 +15,8 @@ from bisect import bisect_left, insort
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from retrieval.catalog import Catalog, Entity
-from retrieval.strategies.base import Candidate
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.strategies.base import Candidate
 
 _Key = tuple[float, str]  # (-popularity, id): ascending order = most popular first, ties by id
 

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from retrieval.catalog import Catalog, Entity
-from retrieval.strategies.base import Candidate
-from schemas.exceptions import LtrrError
+from ltrr.retrieval.catalog import Catalog, Entity
+from ltrr.retrieval.strategies.base import Candidate
+from ltrr.schemas.exceptions import LtrrError
 
 log = logging.getLogger(__name__)
 

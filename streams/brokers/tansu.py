@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from streams.brokers.ports import free_port, wait_for_port
-from streams.brokers.process import terminate_group
-from streams.exceptions import BrokerError
+from ltrr.streams.brokers.ports import free_port, wait_for_port
+from ltrr.streams.brokers.process import terminate_group
+from ltrr.streams.exceptions import BrokerError
 
 HOST = "127.0.0.1"
 

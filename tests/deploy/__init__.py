@@ -19,7 +19,7 @@ from pathlib import Path
 from unittest import mock
 
 from ltrr.cli import build_parser, load_settings
-from streams.settings import ENV_PREFIX, Settings
+from ltrr.streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

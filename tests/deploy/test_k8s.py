@@ -12,8 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streams.exceptions import SettingsError
-from streams.settings import Settings
+from ltrr.streams.exceptions import SettingsError
+from ltrr.streams.settings import Settings
 from tests.deploy import (
     ROOT,
     effective_settings,

@@ -59,8 +59,8 @@ def defined_series() -> set[str]:
     """Every series name the worker and the retrieval worker can expose, plus ``up``."""
     from prometheus_client import REGISTRY
 
-    import agents.metrics  # noqa: F401  (registers the collectors)
-    import retrieval.metrics  # noqa: F401
+    import ltrr.agents.metrics
+    import ltrr.retrieval.metrics  # noqa: F401
 
     suffixes = {
         "counter": ("_total",),

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.brokers.kafka import ApacheKafka
-from streams.brokers.tansu import TansuBroker
+from ltrr.streams.brokers.kafka import ApacheKafka
+from ltrr.streams.brokers.tansu import TansuBroker
 
 BROKERS = ("tansu", "kafka")
 

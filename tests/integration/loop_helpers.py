@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
-from schemas.snapshot import Loaded, SnapshotAssembler
+from ltrr.schemas.snapshot import Loaded, SnapshotAssembler
 
 
 def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:

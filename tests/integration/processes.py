@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ltrr.processes import WorkerProcess
-from streams.scrape import scrape, total
+from ltrr.streams.scrape import scrape, total
 
 #: Short windows and frequent checkpoints and snapshots, so a test sees the loop turn quickly.
 FAST_LOOP_FLAGS = (

@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from streams.brokers.kafka import ApacheKafka
+from ltrr.streams.brokers.kafka import ApacheKafka
 
 BIG = 6 * 1024 * 1024
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from schemas.contracts import Contract
-from schemas.dead_letter import REASON_HEADER, original_bytes
-from schemas.validation import check
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dead_letter import REASON_HEADER, original_bytes
+from ltrr.schemas.validation import check
 from tests.events import action, impression, without
 from tests.integration.processes import metric, wait_until, worker
 

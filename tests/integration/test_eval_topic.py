@@ -12,15 +12,15 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
 from ltrr.cli import main
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression
-from schemas.snapshot import encode_snapshot
-from state.store import MemoryStore
-from streams.admin import create_topics
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.schemas.snapshot import encode_snapshot
+from ltrr.state.store import MemoryStore
+from ltrr.streams.admin import create_topics
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 from tests.events import impression
 
 KEY = "eval-test-key"

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
-from agents.reward import RewardConfig, compute_reward
-from schemas.dead_letter import original_bytes
-from schemas.records import UserAction
-from streams.scrape import scrape, total
+from ltrr.agents.reward import RewardConfig, compute_reward
+from ltrr.schemas.dead_letter import original_bytes
+from ltrr.schemas.records import UserAction
+from ltrr.streams.scrape import scrape, total
 from tests.events import action, impression
 from tests.integration.loop_helpers import (
     latest_snapshot,

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from agents.learning import DEFAULT_VW_ARGS, Learners
-from schemas.snapshot import Loaded
-from state.store import MemoryStore
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners
+from ltrr.schemas.snapshot import Loaded
+from ltrr.state.store import MemoryStore
 from tests.integration.loop_helpers import latest_snapshot, learn_offline_against, wait_for
 from tests.integration.processes import FAST_LOOP_FLAGS, metric, worker
 from tests.unit.test_learning import reward_lines

@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ltrr.processes import ServeProcess, WorkerProcess
-from streams.brokers.ports import free_port, wait_for_port
-from streams.scrape import scrape, total
+from ltrr.streams.brokers.ports import free_port, wait_for_port
+from ltrr.streams.scrape import scrape, total
 from tests.deploy.test_prometheus_rules import DASHBOARDS, PROMETHEUS, grafana_to_promql
 from tests.events import action
 from tests.integration.loop_helpers import wait_for

@@ -2,7 +2,7 @@
 broker, which may be tansu) whose only client listener is SASL, then SASL over TLS.
 
 Checked through the real entry points: ``ltrr topics create`` configured by LTRR_* variables,
-kafka-python and aiokafka clients built by ``streams.security``, an ``ltrr worker`` (Faust)
+kafka-python and aiokafka clients built by ``ltrr.streams.security``, an ``ltrr worker`` (Faust)
 that consumes and dead-letters over SASL/SCRAM, and a worker with a wrong password that exits
 with an error naming the refused login instead of hanging. Needs Java 17 and the Kafka jars
 (fetched on first use, like the harness test).
@@ -28,11 +28,11 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from ltrr import cli
 from ltrr.processes import ServeProcess
-from streams import security
-from streams.admin import list_topics
-from streams.brokers.kafka import ApacheKafka
-from streams.brokers.kafka_security import BrokerTls, ListenerSecurity
-from streams.settings import Settings
+from ltrr.streams import security
+from ltrr.streams.admin import list_topics
+from ltrr.streams.brokers.kafka import ApacheKafka
+from ltrr.streams.brokers.kafka_security import BrokerTls, ListenerSecurity
+from ltrr.streams.settings import Settings
 from tests.certs import KEYSTORE_PASSWORD, make_certs
 from tests.events import action, impression
 from tests.integration.processes import metric, wait_until, worker

@@ -16,15 +16,15 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
 from ltrr.processes import ServeProcess
-from schemas.contracts import Contract
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression
-from schemas.snapshot import encode_snapshot
-from schemas.validation import check
-from state.store import MemoryStore
-from streams.scrape import scrape, total
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.schemas.snapshot import encode_snapshot
+from ltrr.schemas.validation import check
+from ltrr.state.store import MemoryStore
+from ltrr.streams.scrape import scrape, total
 from tests.integration.loop_helpers import read_topic, wait_for
 
 CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"

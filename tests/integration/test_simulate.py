@@ -28,7 +28,7 @@ def test_simulate_a_beir_collection_against_a_running_stack(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
     catalog = tmp_path / "catalog.jsonl"
-    from sim.beir import BeirWorld
+    from ltrr.sim.beir import BeirWorld
 
     entities = BeirWorld(BEIR).catalog()
     catalog.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entities))

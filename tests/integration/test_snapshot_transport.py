@@ -8,9 +8,9 @@ import time
 
 from kafka import KafkaProducer
 
-from schemas.snapshot import encode_snapshot
-from streams.admin import create_topics
-from streams.topics import TopicSpec
+from ltrr.schemas.snapshot import encode_snapshot
+from ltrr.streams.admin import create_topics
+from ltrr.streams.topics import TopicSpec
 from tests.integration.loop_helpers import latest_snapshot
 
 MIB = 1024 * 1024

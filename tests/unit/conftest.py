@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from state.store import MemoryStore, RocksStore, Store
+from ltrr.state.store import MemoryStore, RocksStore, Store
 
 
 @pytest.fixture(params=["memory", "rocksdb"])

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 
-from agents.adoption import Adopter
-from agents.learning import DEFAULT_VW_ARGS, Learners, workspace
-from agents.snapshots import SnapshotPolicy, SnapshotPublisher
-from schemas.snapshot import Loaded, encode_snapshot
-from schemas.snapshot import SnapshotAssembler as Assembler
-from state.store import MemoryStore
+from ltrr.agents.adoption import Adopter
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners, workspace
+from ltrr.agents.snapshots import SnapshotPolicy, SnapshotPublisher
+from ltrr.schemas.snapshot import Loaded, encode_snapshot
+from ltrr.schemas.snapshot import SnapshotAssembler as Assembler
+from ltrr.state.store import MemoryStore
 from tests.unit.test_learning import reward_lines
 
 TOPIC = "ltrr.rewards"

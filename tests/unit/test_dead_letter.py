@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import hashlib
 
-from schemas.codec import CODEC_NAME, dumps, loads, register
-from schemas.contracts import Contract
-from schemas.dead_letter import dead_letter, original_bytes
-from schemas.validation import Rejection, check
+from ltrr.schemas.codec import CODEC_NAME, dumps, loads, register
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dead_letter import dead_letter, original_bytes
+from ltrr.schemas.validation import Rejection, check
 
 
 def _letter(raw: bytes, **kw: object) -> dict:

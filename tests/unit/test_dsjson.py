@@ -11,10 +11,10 @@ import vowpal_wabbit_next as vw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.contracts import Contract
-from schemas.dsjson import iso_timestamp, reward_event
-from schemas.records import SearchImpression, UserAction
-from schemas.validation import check, decode
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dsjson import iso_timestamp, reward_event
+from ltrr.schemas.records import SearchImpression, UserAction
+from ltrr.schemas.validation import check, decode
 from tests.events import action, impression
 
 VW_ARGS = ["--cb_explore_adf", "-q", "cp", "--quiet", "--random_seed", "1"]

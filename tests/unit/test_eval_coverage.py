@@ -16,16 +16,16 @@ import random
 
 import orjson
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines
-from agents.reward import RewardConfig, compute_reward
-from evaluation import VWModel, estimate, read_lines
-from retrieval.policy import load_model
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression, UserAction
-from sim.clicks import ClickModel
-from sim.local import LocalStack
-from sim.world import MusicWorld, WorldConfig
-from state.store import MemoryStore
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.agents.reward import RewardConfig, compute_reward
+from ltrr.evaluation import VWModel, estimate, read_lines
+from ltrr.retrieval.policy import load_model
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression, UserAction
+from ltrr.sim.clicks import ClickModel
+from ltrr.sim.local import LocalStack
+from ltrr.sim.world import MusicWorld, WorldConfig
+from ltrr.state.store import MemoryStore
 
 NOW = 1_750_000_000_000
 STRATEGIES = "lexical,memory,popular,fresh"

@@ -19,8 +19,9 @@ import orjson
 import pytest
 import vowpal_wabbit_next as vw
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines
-from evaluation import (
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.cli import main
+from ltrr.evaluation import (
     EvaluationError,
     FunctionPolicy,
     Greedy,
@@ -34,11 +35,10 @@ from evaluation import (
     read_file,
     read_lines,
 )
-from evaluation import estimators as est
-from ltrr.cli import main
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression
-from state.store import MemoryStore
+from ltrr.evaluation import estimators as est
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.state.store import MemoryStore
 from tests.events import impression
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from retrieval.features import (
+from ltrr.retrieval.features import (
     clean,
     context_features,
     plan_features,
     strategy_features,
     strategy_signals,
 )
-from retrieval.plans import PlanSpec, default_plans, max_budgets
-from retrieval.strategies.base import Candidate
+from ltrr.retrieval.plans import PlanSpec, default_plans, max_budgets
+from ltrr.retrieval.strategies.base import Candidate
 
 NOON_MONDAY = int(datetime(2026, 11, 23, 12, 30, tzinfo=UTC).timestamp() * 1000)
 

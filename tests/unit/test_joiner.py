@@ -7,12 +7,12 @@ from pathlib import Path
 
 import orjson
 
-from agents.joiner import JoinConfig, Joiner, Outgoing, Source
-from agents.reward import RewardConfig
-from schemas.contracts import Contract
-from schemas.dead_letter import original_bytes
-from schemas.validation import check
-from state.store import RocksStore, Store
+from ltrr.agents.joiner import JoinConfig, Joiner, Outgoing, Source
+from ltrr.agents.reward import RewardConfig
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dead_letter import original_bytes
+from ltrr.schemas.validation import check
+from ltrr.state.store import RocksStore, Store
 from tests.events import action, impression
 
 WINDOW = 1000

@@ -11,10 +11,10 @@ import orjson
 import pytest
 import vowpal_wabbit_next as vw
 
-from agents.learning import DEFAULT_VW_ARGS, LearnerError, Learners, learn_lines, workspace
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression
-from state.store import MemoryStore, RocksStore
+from ltrr.agents.learning import DEFAULT_VW_ARGS, LearnerError, Learners, learn_lines, workspace
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.state.store import MemoryStore, RocksStore
 from tests.events import impression
 
 

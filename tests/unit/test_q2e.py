@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from state.q2e import Q2EConfig, Q2EMemory, normalize_query
-from state.store import Batch, RocksStore, Store
+from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from ltrr.state.store import Batch, RocksStore, Store
 
 HOUR = 3600 * 1000
 DAY = 24 * HOUR

@@ -9,23 +9,23 @@ import orjson
 import pytest
 import vowpal_wabbit_next as vw
 
-from agents.learning import DEFAULT_VW_ARGS, learn_lines
-from retrieval.catalog import Catalog, load_jsonl
-from retrieval.plans import PlanError, default_plans, max_budgets, parse_plans
-from retrieval.policy import Policy, load_model, sample
-from retrieval.ranking import rank
-from retrieval.search import Searcher
-from retrieval.strategies.base import Candidate
-from retrieval.strategies.fresh import FreshStrategy
-from retrieval.strategies.lexical import LexicalStrategy
-from retrieval.strategies.memory import MemoryStrategy
-from retrieval.strategies.popular import PopularStrategy
-from schemas.contracts import Contract
-from schemas.dsjson import reward_event
-from schemas.records import SearchImpression
-from schemas.validation import check
-from state.q2e import Q2EMemory
-from state.store import MemoryStore
+from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.retrieval.catalog import Catalog, load_jsonl
+from ltrr.retrieval.plans import PlanError, default_plans, max_budgets, parse_plans
+from ltrr.retrieval.policy import Policy, load_model, sample
+from ltrr.retrieval.ranking import rank
+from ltrr.retrieval.search import Searcher
+from ltrr.retrieval.strategies.base import Candidate
+from ltrr.retrieval.strategies.fresh import FreshStrategy
+from ltrr.retrieval.strategies.lexical import LexicalStrategy
+from ltrr.retrieval.strategies.memory import MemoryStrategy
+from ltrr.retrieval.strategies.popular import PopularStrategy
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.schemas.validation import check
+from ltrr.state.q2e import Q2EMemory
+from ltrr.state.store import MemoryStore
 
 CATALOG = Path(__file__).parent.parent / "data" / "catalog.jsonl"
 NOW = 1_795_000_000_000

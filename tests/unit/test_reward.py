@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.reward import RewardConfig, RewardConfigError, compute_reward
-from schemas.records import UserAction
+from ltrr.agents.reward import RewardConfig, RewardConfigError, compute_reward
+from ltrr.schemas.records import UserAction
 
 
 def act(kind: str, ts: int = 0, value: float | None = None) -> UserAction:

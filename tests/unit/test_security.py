@@ -12,10 +12,10 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from ltrr import cli
-from streams import security
-from streams.app import create_app
-from streams.exceptions import SettingsError
-from streams.settings import Settings
+from ltrr.streams import security
+from ltrr.streams.app import create_app
+from ltrr.streams.exceptions import SettingsError
+from ltrr.streams.settings import Settings
 from tests.certs import CertFiles, make_certs
 
 SECRET = "s3cret-Pa55word"

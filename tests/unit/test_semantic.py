@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.catalog import Catalog, Entity, load_jsonl
-from retrieval.strategies.semantic import (
+from ltrr.retrieval.catalog import Catalog, Entity, load_jsonl
+from ltrr.retrieval.strategies.semantic import (
     SemanticStrategy,
     SemanticUnavailable,
     content_hash,

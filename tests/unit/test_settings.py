@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.exceptions import SettingsError
-from streams.settings import Settings
-from streams.topics import Topics
+from ltrr.streams.exceptions import SettingsError
+from ltrr.streams.settings import Settings
+from ltrr.streams.topics import Topics
 
 
 def test_defaults() -> None:

@@ -8,17 +8,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.reward import RewardConfig, compute_reward
-from retrieval.strategies.tokens import STOPWORDS, terms
-from schemas.contracts import Contract
-from schemas.records import UserAction
-from schemas.validation import Rejection, decode
-from sim.beir import BeirError, BeirWorld
-from sim.clicks import ClickModel
-from sim.local import LocalStack
-from sim.report import write_report
-from sim.scoreboard import Scoreboard, Step, recall_at_budget
-from sim.world import DAY_MS, KINDS, MusicWorld, WorldConfig, misspellings
+from ltrr.agents.reward import RewardConfig, compute_reward
+from ltrr.retrieval.strategies.tokens import STOPWORDS, terms
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.records import UserAction
+from ltrr.schemas.validation import Rejection, decode
+from ltrr.sim.beir import BeirError, BeirWorld
+from ltrr.sim.clicks import ClickModel
+from ltrr.sim.local import LocalStack
+from ltrr.sim.report import write_report
+from ltrr.sim.scoreboard import Scoreboard, Step, recall_at_budget
+from ltrr.sim.world import DAY_MS, KINDS, MusicWorld, WorldConfig, misspellings
 
 NOW = 1_750_000_000_000
 BEIR = Path(__file__).parents[1] / "data" / "beir-mini"

@@ -12,8 +12,8 @@ import vowpal_wabbit_next as vw
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.contracts import Contract
-from schemas.snapshot import (
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.snapshot import (
     SAFETY_MARGIN_BYTES,
     Loaded,
     Rejected,
@@ -21,7 +21,7 @@ from schemas.snapshot import (
     encode_snapshot,
     sign_header,
 )
-from schemas.validation import check
+from ltrr.schemas.validation import check
 
 VW_ARGS = ["--cb_explore_adf", "--quiet"]
 KEY = b"k1-secret"

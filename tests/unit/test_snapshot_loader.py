@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from agents.learning import DEFAULT_VW_ARGS, Learners
-from agents.snapshots import SnapshotPolicy
-from retrieval import metrics as m
-from retrieval import replica
-from retrieval.policy import Policy
-from retrieval.replica import SnapshotLoader
-from schemas.snapshot import encode_snapshot
-from state.store import MemoryStore
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners
+from ltrr.agents.snapshots import SnapshotPolicy
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval import replica
+from ltrr.retrieval.policy import Policy
+from ltrr.retrieval.replica import SnapshotLoader
+from ltrr.schemas.snapshot import encode_snapshot
+from ltrr.state.store import MemoryStore
 from tests.unit.test_learning import reward_lines
 
 POLICY = SnapshotPolicy()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from state.exceptions import StateError
-from state.store import RocksStore, Store
+from ltrr.state.exceptions import StateError
+from ltrr.state.store import RocksStore, Store
 
 
 def test_batch_puts_and_deletes(store: Store) -> None:

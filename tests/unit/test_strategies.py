@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retrieval.catalog import ENTITY_TYPES, Catalog, Entity, load_jsonl
-from retrieval.strategies.base import Strategy
-from retrieval.strategies.fresh import DAY_MS, FreshStrategy
-from retrieval.strategies.lexical import LexicalStrategy
-from retrieval.strategies.popular import PopularStrategy
+from ltrr.retrieval.catalog import ENTITY_TYPES, Catalog, Entity, load_jsonl
+from ltrr.retrieval.strategies.base import Strategy
+from ltrr.retrieval.strategies.fresh import DAY_MS, FreshStrategy
+from ltrr.retrieval.strategies.lexical import LexicalStrategy
+from ltrr.retrieval.strategies.popular import PopularStrategy
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "catalog.jsonl"
 NOW_MS = 1_795_000_000_000

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.contracts import Contract
-from schemas.records import SearchImpression, UserAction
-from schemas.validation import Rejection, decode
+from ltrr.schemas.contracts import Contract
+from ltrr.schemas.records import SearchImpression, UserAction
+from ltrr.schemas.validation import Rejection, decode
 from tests.events import action, impression, without
 
 IMP = Contract.SEARCH_IMPRESSION
