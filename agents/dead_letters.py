@@ -47,7 +47,7 @@ async def send_dead_letter(
         headers=[(REASON_HEADER, rejection.reason.encode())],
     )
     await fut
-    DLQ_EVENTS.labels(logical_topic, rejection.reason).inc()
+    DLQ_EVENTS.labels(message.topic, rejection.reason).inc()
     log.warning(
         "dead-lettered %s[%d]@%d: %s (%s)",
         message.topic,

@@ -6,6 +6,7 @@ Accepted events (validated JSON objects) are handed, with their Kafka message, t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,42 @@ Handler = Callable[[dict[str, Any], Any], Awaitable[None]]
 
 
 async def _noop(event: dict[str, Any], message: Any) -> None:
+    return None
+
+
+def check_event_time(
+    event: dict[str, Any], now_ms: int, *, max_skew_ms: int, max_age_ms: int
+) -> Rejection | None:
+    """Refuse an event whose ``timestamp_ms`` is too far from the worker's clock: windows run
+    on event time, so one event from the year 10000 would hold its partition's time hostage."""
+    ts = event["timestamp_ms"]
+    if ts > now_ms + max_skew_ms:
+        return Rejection(
+            "invalid_value",
+            f"timestamp_ms {ts} is {(ts - now_ms) / 1000:.0f} s ahead of the worker's clock "
+            f"(at most {max_skew_ms / 1000:.0f} s allowed: max_clock_skew_s)",
+            "timestamp_ms",
+        )
+    if ts < now_ms - max_age_ms:
+        return Rejection(
+            "invalid_value",
+            f"timestamp_ms {ts} is {(now_ms - ts) / 1000:.0f} s old (at most "
+            f"{max_age_ms / 1000:.0f} s allowed: max_event_age_s)",
+            "timestamp_ms",
+        )
+    return None
+
+
+def check_probability(event: dict[str, Any], floor: float) -> Rejection | None:
+    """Refuse an impression whose chosen plan was logged with a probability below ``floor``."""
+    p = event["pmf"][event["chosen"]]
+    if p < floor:
+        return Rejection(
+            "invalid_value",
+            f"the chosen plan's probability {p!r} is below min_probability {floor!r}: its "
+            "importance weight would swamp the model",
+            f"pmf[{event['chosen']}]",
+        )
     return None
 
 
@@ -49,6 +86,18 @@ def register_ingest(
                 key_field="impression_id",
                 max_bytes=settings.max_event_bytes,
             )
+            if not isinstance(result, Rejection):
+                result = (
+                    check_event_time(
+                        result,
+                        int(time.time() * 1000),
+                        max_skew_ms=int(settings.max_clock_skew_s * 1000),
+                        max_age_ms=int(settings.max_event_age_s * 1000),
+                    )
+                    or result
+                )
+            if not isinstance(result, Rejection) and contract is Contract.SEARCH_IMPRESSION:
+                result = check_probability(result, settings.min_probability) or result
             if isinstance(result, Rejection):
                 EVENTS_CONSUMED.labels(logical, "rejected").inc()
                 await send_dead_letter(

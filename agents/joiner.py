@@ -1,27 +1,34 @@
 """The impression/action join as a pure state machine over a ``Store`` (no Kafka, no clock).
 
-Per impression a reward window opens when the impression arrives (processing time ``now_ms``,
-passed in). Actions join by impression_id; they may come before their impression (buffered
-as orphans until the window passes), twice (deduplicated by action_id) or after the window
-closed (late: they produce a late reward for the Q2E memory, never for the bandit). When a
-window closes the reward is computed once.
+Windows run on **event time**: an impression opens a reward window ``[t, t + window)`` at its
+own ``timestamp_ms``; actions join by impression_id when their timestamp falls in it. Time
+moves by *watermarks*, one per join partition (impressions and actions of one impression
+share a partition number), passed to ``expire``: a window closes when its partition's
+watermark reaches its end, and an action that came before its impression (buffered as an
+orphan) is dead-lettered only when the watermark has passed the action's own timestamp by the
+window. So a backlog, a lagging impressions stream or a paused worker never turns clicks into
+orphans: nothing closes until the events it waits for could have been read. An action
+after its window (event time), or for a closed window, is late: it produces a late reward
+for the Q2E memory, never for the bandit. Duplicates (same action_id) count once.
 
 Everything the join emits goes first into a persistent *outbox* in the same atomic write as
-the state change that caused it; the agent sends outbox entries and deletes each after the
-broker acknowledged it. A crash therefore loses nothing; it may resend an entry, which the
-learner deduplicates by EventId.
+the state change that caused it; the agent sends outbox entries and deletes them after the
+broker acknowledged them. A crash therefore loses nothing; it may resend an entry, which the
+learner deduplicates by EventId. A window that cannot be closed (its reward cannot be built)
+is dead-lettered with the impression's bytes; the others close as usual.
 
 Store layout (keys are bytes):
-  ``imp/<id>``           open or closed impression: the event, its actions, deadlines
-  ``orph/<id>``          actions waiting for their impression
-  ``due/<ms>/<k>/<id>``  deadline index, k = i (window close), o (orphan expiry), g (forget)
-  ``out/<seq>``          outbox entries; ``meta/seq`` the next sequence number
+  ``imp/<id>``                open or closed impression: the event, its actions, deadlines
+  ``orph/<id>``               actions waiting for their impression
+  ``due/<p>/<ms>/<k>/<id>``   deadline index per partition p (5 digits), event-time ms (16
+                              digits), k = i (window close), o (orphan expiry), g (forget)
+  ``out/<seq>``               outbox entries; ``meta/seq`` the next sequence number
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +41,15 @@ from ltrr.schemas.records import SearchImpression, UserAction
 from ltrr.schemas.validation import Rejection
 from ltrr.state.store import Store
 
+#: Most deadlines one ``expire`` call handles in one atomic write (bounds memory per tick).
+EXPIRE_BATCH = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class JoinConfig:
-    """``window_ms``: how long an impression collects actions (and orphans wait);
-    ``late_horizon_ms``: how long a closed impression is remembered for late actions."""
+    """``window_ms``: how long (event time) an impression collects actions and an orphan
+    waits past its own timestamp; ``late_horizon_ms``: how long past its window a closed
+    impression is remembered for late actions."""
 
     window_ms: int = 600_000
     late_horizon_ms: int = 86_400_000
@@ -55,6 +66,16 @@ class Source:
     key: bytes | None
     raw: bytes
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+            "key": _b64(self.key),
+            "raw": _b64(self.raw),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -64,7 +85,8 @@ class Outgoing:
     topic: str  # "rewards" or "dlq"
     key: bytes
     value: bytes
-    kind: str  # reward | late_reward | orphan_action
+    kind: str  # reward | late_reward | orphan_action | join_failed
+    reason: str = ""  # the dead-letter reason of a "dlq" entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +100,12 @@ def _k(*parts: str) -> bytes:
     return "/".join(parts).encode()
 
 
-def _due(ms: int, kind: str, iid: str) -> bytes:
-    return f"due/{ms:016d}/{kind}/{iid}".encode()
+def _due_prefix(partition: int) -> bytes:
+    return f"due/{partition:05d}/".encode()
+
+
+def _due(partition: int, ms: int, kind: str, iid: str) -> bytes:
+    return f"due/{partition:05d}/{max(0, ms):016d}/{kind}/{iid}".encode()
 
 
 class Joiner:
@@ -91,128 +117,178 @@ class Joiner:
         self.reward = reward
         raw_seq = store.get(b"meta/seq")
         self._seq = int(raw_seq) if raw_seq else 0
+        # The lowest outbox key that may still exist: scans start there, not at the
+        # tombstones of entries already sent.
+        first = next(iter(store.scan(b"out/")), None)
+        self._out_from = first[0] if first else f"out/{self._seq:020d}".encode()
         # Counted once here, then kept by _write: a scrape must not scan the state.
         self._pending = sum(1 for _ in store.scan(b"due/"))
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def on_impression(self, impression: dict[str, Any], now_ms: int) -> Effect:
+    def on_impression(self, impression: dict[str, Any], source: Source) -> Effect:
         iid = impression["impression_id"]
         if self.store.get(_k("imp", iid)) is not None:
             return Effect("duplicate_impression")
+        p = source.partition
+        start = impression["timestamp_ms"]
+        deadline = start + self.join.window_ms
         batch: dict[bytes, bytes | None] = {}
         actions: list[dict[str, Any]] = []
+        late: list[dict[str, Any]] = []
         orphan_raw = self.store.get(_k("orph", iid))
         if orphan_raw is not None:
             orphan = orjson.loads(orphan_raw)
-            actions = [entry["action"] for entry in orphan["entries"]]
+            for entry in orphan["entries"]:
+                act = entry["action"]
+                (late if act["timestamp_ms"] >= deadline else actions).append(act)
             batch[_k("orph", iid)] = None
-            batch[_due(orphan["deadline"], "o", iid)] = None
-        deadline = now_ms + self.join.window_ms
+            batch[_due(orphan["partition"], orphan["deadline"], "o", iid)] = None
         record = {
             "impression": impression,
+            "partition": p,
+            "offset": source.offset,
             "actions": actions,
             "closed": False,
             "deadline": deadline,
-            "late_ids": [],
+            "late_ids": [a["action_id"] for a in late],
         }
+        batch[_due(p, deadline, "i", iid)] = b""
+        for act in late:  # early in arrival, but after the window in event time
+            self._late_reward(record, act, batch)
         batch[_k("imp", iid)] = orjson.dumps(record)
-        batch[_due(deadline, "i", iid)] = b""
         self._write(batch)
-        return Effect("opened_with_early_actions" if actions else "opened")
+        return Effect("opened_with_early_actions" if actions or late else "opened")
 
-    def on_action(self, action: dict[str, Any], source: Source, now_ms: int) -> Effect:
+    def on_action(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
         raw = self.store.get(_k("imp", iid))
         if raw is None:
-            return self._buffer_orphan(action, source, now_ms)
+            return self._buffer_orphan(action, source)
         record = orjson.loads(raw)
         seen = {a["action_id"] for a in record["actions"]} | set(record["late_ids"])
         if action["action_id"] in seen:
             return Effect("duplicate")
-        if not record["closed"]:
+        if not record["closed"] and action["timestamp_ms"] < record["deadline"]:
             record["actions"].append(action)
             self.store.write({_k("imp", iid): orjson.dumps(record)})
             return Effect("joined")
         record["late_ids"].append(action["action_id"])
+        batch: dict[bytes, bytes | None] = {}
+        self._late_reward(record, action, batch)
+        batch[_k("imp", iid)] = orjson.dumps(record)
+        self._write(batch)
+        return Effect("late")
+
+    def _late_reward(
+        self, record: dict[str, Any], action: dict[str, Any], batch: dict[bytes, bytes | None]
+    ) -> None:
         impression = SearchImpression.from_dict(record["impression"])
         acted = [UserAction.from_dict(action)]
         outcome = compute_reward(acted, self.reward)
         event = reward_event(impression, outcome.reward, acted, late=True)
-        batch: dict[bytes, bytes | None] = {_k("imp", iid): orjson.dumps(record)}
         self._outbox(
             batch, "rewards", impression.model_name.encode(), orjson.dumps(event), "late_reward"
         )
-        self._write(batch)
-        return Effect("late")
 
-    def _buffer_orphan(self, action: dict[str, Any], source: Source, now_ms: int) -> Effect:
+    def _buffer_orphan(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
         raw = self.store.get(_k("orph", iid))
         batch: dict[bytes, bytes | None] = {}
         if raw is None:
-            orphan: dict[str, Any] = {"deadline": now_ms + self.join.window_ms, "entries": []}
-            batch[_due(orphan["deadline"], "o", iid)] = b""
+            orphan: dict[str, Any] = {
+                "partition": source.partition,
+                "deadline": action["timestamp_ms"] + self.join.window_ms,
+                "entries": [],
+            }
+            batch[_due(source.partition, orphan["deadline"], "o", iid)] = b""
         else:
             orphan = orjson.loads(raw)
             if any(e["action"]["action_id"] == action["action_id"] for e in orphan["entries"]):
                 return Effect("duplicate")
-        orphan["entries"].append(
-            {
-                "action": action,
-                "source": {
-                    "topic": source.topic,
-                    "partition": source.partition,
-                    "offset": source.offset,
-                    "timestamp_ms": source.timestamp_ms,
-                    "key": _b64(source.key),
-                    "raw": _b64(source.raw),
-                },
-            }
-        )
+        orphan["entries"].append({"action": action, "source": source.as_dict()})
         batch[_k("orph", iid)] = orjson.dumps(orphan)
         self._write(batch)
         return Effect("buffered")
 
     # -- time -----------------------------------------------------------------------------
 
-    def expire(self, now_ms: int) -> list[Effect]:
-        """Close every window and orphan buffer whose deadline passed, in one atomic write."""
+    def expire(
+        self, watermarks: Mapping[int, int], now_ms: int, limit: int = EXPIRE_BATCH
+    ) -> list[Effect]:
+        """Close the windows and orphan buffers of each partition whose deadline its
+        watermark (event time) has reached; at most ``limit`` deadlines in one atomic write
+        (call again while it returns ``limit`` effects or more)."""
         batch: dict[bytes, bytes | None] = {}
         effects: list[Effect] = []
-        for key, _ in self.store.scan(b"due/"):
-            _, ms, kind, iid = key.decode().split("/", 3)
-            if int(ms) > now_ms:
-                break
-            batch[key] = None
-            if kind == "i":
-                effects.append(self._close(iid, now_ms, batch))
-            elif kind == "o":
-                effects.extend(self._expire_orphans(iid, now_ms, batch))
-            else:
-                batch[_k("imp", iid)] = None
-                effects.append(Effect("forgotten"))
+        handled = 0
+        for partition, watermark in sorted(watermarks.items()):
+            for key, _ in self.store.scan(_due_prefix(partition)):
+                _, _, ms, kind, iid = key.decode().split("/", 4)
+                if int(ms) > watermark or handled >= limit:
+                    break
+                handled += 1
+                batch[key] = None
+                if kind == "i":
+                    effects.append(self._close(iid, partition, now_ms, batch))
+                elif kind == "o":
+                    effects.extend(self._expire_orphans(iid, now_ms, batch))
+                else:
+                    batch[_k("imp", iid)] = None
+                    effects.append(Effect("forgotten"))
         if batch:
             self._write(batch)
         return effects
 
-    def _close(self, iid: str, now_ms: int, batch: dict[bytes, bytes | None]) -> Effect:
+    def _close(
+        self, iid: str, partition: int, now_ms: int, batch: dict[bytes, bytes | None]
+    ) -> Effect:
         raw = self.store.get(_k("imp", iid))
         if raw is None:
             return Effect("missing")
         record = orjson.loads(raw)
-        impression = SearchImpression.from_dict(record["impression"])
-        actions = [UserAction.from_dict(a) for a in record["actions"]]
-        outcome = compute_reward(actions, self.reward)
-        event = reward_event(impression, outcome.reward, actions, default_reward=outcome.default)
+        try:
+            impression = SearchImpression.from_dict(record["impression"])
+            actions = [UserAction.from_dict(a) for a in record["actions"]]
+            outcome = compute_reward(actions, self.reward)
+            event = reward_event(
+                impression, outcome.reward, actions, default_reward=outcome.default
+            )
+            value = orjson.dumps(event)
+        except Exception as exc:  # one window that cannot close must not stop the others
+            return self._fail_window(iid, record, exc, now_ms, batch)
         record["closed"] = True
-        forget_at = now_ms + self.join.late_horizon_ms
+        forget_at = record["deadline"] + self.join.late_horizon_ms
         batch[_k("imp", iid)] = orjson.dumps(record)
-        batch[_due(forget_at, "g", iid)] = b""
-        self._outbox(
-            batch, "rewards", impression.model_name.encode(), orjson.dumps(event), "reward"
-        )
+        batch[_due(partition, forget_at, "g", iid)] = b""
+        self._outbox(batch, "rewards", impression.model_name.encode(), value, "reward")
         return Effect("closed_default" if outcome.default else "closed")
+
+    def _fail_window(
+        self,
+        iid: str,
+        record: dict[str, Any],
+        exc: Exception,
+        now_ms: int,
+        batch: dict[bytes, bytes | None],
+    ) -> Effect:
+        """Dead-letter an impression whose reward cannot be built, and forget it."""
+        letter = dead_letter(
+            Rejection(
+                "invalid_value",
+                f"the reward of impression {iid} cannot be built: {type(exc).__name__}: {exc}",
+            ),
+            orjson.dumps(record["impression"]),
+            topic="impressions",
+            partition=record.get("partition", 0),
+            offset=record.get("offset", -1),
+            timestamp_ms=None,
+            key=iid.encode(),
+            now_ms=now_ms,
+        )
+        batch[_k("imp", iid)] = None
+        self._outbox(batch, "dlq", iid.encode(), orjson.dumps(letter), "join_failed")
+        return Effect("failed")
 
     def _expire_orphans(
         self, iid: str, now_ms: int, batch: dict[bytes, bytes | None]
@@ -227,8 +303,8 @@ class Joiner:
             letter = dead_letter(
                 Rejection(
                     "orphan_action",
-                    f"no impression {iid} arrived within the reward window "
-                    f"({self.join.window_ms} ms) of this action",
+                    f"no impression {iid} arrived on its partition within the reward window "
+                    f"({self.join.window_ms} ms, event time) of this action",
                     "impression_id",
                 ),
                 _unb64(src["raw"]),
@@ -253,17 +329,31 @@ class Joiner:
         self._seq += 1
         batch[b"meta/seq"] = str(self._seq).encode()
 
-    def outbox(self) -> Iterator[Outgoing]:
-        """Pending outgoing messages, oldest first."""
-        for key, raw in self.store.scan(b"out/"):
+    def outbox(self, limit: int | None = None) -> Iterator[Outgoing]:
+        """Pending outgoing messages, oldest first (at most ``limit``)."""
+        for n, (key, raw) in enumerate(self.store.scan(b"out/", start=self._out_from)):
+            if limit is not None and n >= limit:
+                return
             entry = orjson.loads(raw)
+            kind = entry["kind"]
             yield Outgoing(
-                key, entry["topic"], _unb64(entry["key"]), _unb64(entry["value"]), entry["kind"]
+                key,
+                entry["topic"],
+                _unb64(entry["key"]),
+                _unb64(entry["value"]),
+                kind,
+                "invalid_value" if kind == "join_failed" else kind,
             )
 
-    def sent(self, entry: Outgoing) -> None:
-        """The broker acknowledged ``entry``: forget it."""
-        self.store.write({entry.seq_key: None})
+    def sent(self, entries: Outgoing | list[Outgoing]) -> None:
+        """The broker acknowledged ``entries`` (oldest first): forget them."""
+        done = [entries] if isinstance(entries, Outgoing) else entries
+        if not done:
+            return
+        self.store.write(dict.fromkeys((e.seq_key for e in done), None))
+        last = max(e.seq_key for e in done)
+        if last >= self._out_from:
+            self._out_from = last + b"\x00"
 
     def open_windows(self) -> int:
         """Number of pending deadlines (windows, orphan buffers, late horizons)."""

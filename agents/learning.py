@@ -16,6 +16,7 @@ next offset, ``seen/<name>/<event id>`` sequence number of a learned EventId.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,7 @@ from typing import Any, cast
 import orjson
 import vowpal_wabbit_next as vw
 
-from ltrr.schemas.contracts import Contract
-from ltrr.schemas.exceptions import ContractError, LtrrError
-from ltrr.schemas.validation import check
+from ltrr.schemas.exceptions import LtrrError
 from ltrr.state.store import Batch, Store
 
 #: Context namespaces ``c`` (query shape, locale, device, time, slots), ``q`` (the query's
@@ -86,13 +85,46 @@ class _Model:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What happened to one reward: learned | late | duplicate | replayed | invalid."""
+    """What happened to one reward: learned | late | duplicate | replayed | invalid; an
+    invalid one carries its dead-letter ``reason`` (not_json, not_object, missing_field,
+    wrong_type, invalid_value, unknown_model) and ``field``."""
 
     kind: str
     model: str | None = None
     cost: float | None = None
     probability: float | None = None
     detail: str = ""
+    reason: str = ""
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The cheap invariants a reward line must meet before it is learned. Lines come from the
+    join, which validated the events they were built from; these checks stop what could only
+    come from someone else writing to the rewards topic: a model outside ``models`` (or,
+    without a list, beyond ``max_models`` distinct ones), a probability below
+    ``min_probability``, a cost outside ``cost_range``."""
+
+    models: frozenset[str] = frozenset()
+    max_models: int = 16
+    min_probability: float = 1e-4
+    cost_range: tuple[float, float] = (-1.0, 1.0)
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.field = reason, detail, field
+
+
+def _field(event: dict[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
+    if name not in event:
+        raise _Invalid("missing_field", f"a reward needs {name}", name)
+    value = event[name]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise _Invalid("wrong_type", f"{name} has the wrong type ({type(value).__name__})", name)
+    return value
 
 
 class Learners:
@@ -103,8 +135,10 @@ class Learners:
         store: Store,
         vw_args: Sequence[str] = DEFAULT_VW_ARGS,
         dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        guard: Guard | None = None,
     ) -> None:
         self.store = store
+        self.guard = guard or Guard()
         self.vw_args = tuple(vw_args)
         self.dedup_window = dedup_window
         workspace(self.vw_args)  # fail fast on bad arguments
@@ -151,14 +185,11 @@ class Learners:
 
     def learn(self, raw: bytes, partition: int | None = None, offset: int | None = None) -> Verdict:
         """Learn one Reward v1 line, unless it is late, a duplicate or already covered."""
-        problem: str | None = None
+        problem: _Invalid | None = None
         try:
-            event = orjson.loads(raw)
-            if not isinstance(event, dict):
-                raise ContractError("not_object", "a reward must be a JSON object")
-            check(Contract.REWARD, event)
-        except (orjson.JSONDecodeError, ContractError) as exc:
-            problem = str(exc)
+            event = self._check(raw)
+        except _Invalid as exc:
+            problem = exc
         else:
             if self.before_learn is not None:
                 self.before_learn(event["ltrr"]["model"])  # may adopt, moving the offsets
@@ -168,7 +199,9 @@ class Learners:
             self.offsets[partition] = offset + 1
             self._dirty_offsets.add(partition)
         if problem is not None:
-            return Verdict("invalid", detail=problem)
+            return Verdict(
+                "invalid", detail=problem.detail, reason=problem.reason, field=problem.field
+            )
         name = event["ltrr"]["model"]
         if event.get("_skipLearn"):
             return Verdict("late", name)
@@ -179,7 +212,12 @@ class Learners:
         try:
             examples = m.parser.parse_json(raw.decode())
         except Exception as exc:  # VW's parser raises RuntimeError with a position
-            return Verdict("invalid", name, detail=f"Vowpal Wabbit cannot parse it: {exc}")
+            return Verdict(
+                "invalid",
+                name,
+                detail=f"Vowpal Wabbit cannot parse it: {exc}",
+                reason="invalid_value",
+            )
         cost, prob = float(event["_label_cost"]), float(event["_label_probability"])
         # predict_then_learn_one: one pass, and the prediction is the pre-learning one.
         pmf = dict(cast(list[tuple[int, float]], m.ws.predict_then_learn_one(examples)))
@@ -188,13 +226,62 @@ class Learners:
         self._remember(m, event_id)
         return Verdict("learned", name, cost, prob)
 
-    @staticmethod
-    def _progressive_cost(
-        m: _Model, examples: list[Any], chosen: int, cost: float, prob: float
-    ) -> float:
-        """IPS estimate of the current policy's cost on this example, before learning it."""
-        pmf = dict(cast(list[tuple[int, float]], m.ws.predict_one(examples)))
-        return cost * pmf.get(chosen, 0.0) / prob
+    def _check(self, raw: bytes) -> dict[str, Any]:
+        """The reward as an object, if it meets the cheap invariants; raises ``_Invalid``."""
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _Invalid("not_json", f"not JSON: {exc}") from None
+        if not isinstance(event, dict):
+            raise _Invalid("not_object", "a reward must be a JSON object")
+        part = _field(event, "ltrr", (dict,))
+        name = _field(part, "model", (str,))
+        if not name or len(name) > 128:
+            raise _Invalid("invalid_value", "ltrr.model must be 1-128 characters", "ltrr.model")
+        _field(event, "EventId", (str,))
+        _field(event, "c", (dict,))
+        for key in ("a", "p"):
+            _field(event, key, (list,))
+        index = _field(event, "_labelIndex", (int,))
+        cost = float(_field(event, "_label_cost", (int, float)))
+        prob = float(_field(event, "_label_probability", (int, float)))
+        g = self.guard
+        if not (math.isfinite(prob) and g.min_probability <= prob <= 1.0):
+            raise _Invalid(
+                "invalid_value",
+                f"_label_probability {prob!r} is outside [{g.min_probability!r}, 1] "
+                "(min_probability)",
+                "_label_probability",
+            )
+        low, high = -g.cost_range[1], -g.cost_range[0]
+        if not (math.isfinite(cost) and low - 1e-9 <= cost <= high + 1e-9):
+            raise _Invalid(
+                "invalid_value",
+                f"_label_cost {cost!r} is outside [{low}, {high}], the costs the reward "
+                "configuration can produce",
+                "_label_cost",
+            )
+        multi = event["c"].get("_multi")
+        if not isinstance(multi, list) or not 0 <= index < len(multi):
+            raise _Invalid(
+                "invalid_value", f"_labelIndex {index} is not an index of c._multi", "_labelIndex"
+            )
+        if name not in self.models:
+            if g.models and name not in g.models:
+                raise _Invalid(
+                    "unknown_model",
+                    f"model {name!r} is not one of the configured models "
+                    f"({', '.join(sorted(g.models))})",
+                    "ltrr.model",
+                )
+            if not g.models and len(self.models) >= g.max_models:
+                raise _Invalid(
+                    "unknown_model",
+                    f"model {name!r} would be model number {len(self.models) + 1}; this worker "
+                    f"learns at most {g.max_models} (max_models, or list them in models)",
+                    "ltrr.model",
+                )
+        return cast(dict[str, Any], event)
 
     def _remember(self, m: _Model, event_id: str) -> None:
         m.seq += 1
@@ -205,6 +292,11 @@ class Learners:
             old = m.order.popleft()
             m.seen.pop(old, None)
             m.evicted.append(old)
+
+    def reset_position(self, partition: int, offset: int) -> None:
+        """The log of ``partition`` was recreated: continue from ``offset`` of the new one."""
+        self.offsets[partition] = offset
+        self._dirty_offsets.add(partition)
 
     def checkpoint(self) -> None:
         """Persist every model, counter, offset and EventId learned since the last checkpoint
@@ -279,9 +371,11 @@ class Learners:
         return m.loss_sum / m.examples if m.examples else 0.0
 
 
-def learn_lines(lines: Iterable[bytes], store: Store, vw_args: Sequence[str]) -> Learners:
+def learn_lines(
+    lines: Iterable[bytes], store: Store, vw_args: Sequence[str], guard: Guard | None = None
+) -> Learners:
     """Offline learning over DSJSON/Reward lines in file order (``ltrr learn-offline``)."""
-    learners = Learners(store, vw_args)
+    learners = Learners(store, vw_args, guard=guard)
     for line in lines:
         if line.strip():
             learners.learn(line.strip())

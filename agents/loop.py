@@ -23,25 +23,34 @@ from ltrr.agents import metrics as m
 from ltrr.agents.adoption import Adopter
 from ltrr.agents.dead_letters import send_dead_letter
 from ltrr.agents.ingest import register_ingest
-from ltrr.agents.joiner import JoinConfig, Joiner, Source
-from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners
+from ltrr.agents.joiner import EXPIRE_BATCH, JoinConfig, Joiner, Source
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Guard, Learners
 from ltrr.agents.reward import RewardConfig
 from ltrr.agents.snapshots import SnapshotPolicy, SnapshotPublisher
+from ltrr.agents.watermarks import Watermarks
 from ltrr.schemas.contracts import Contract
-from ltrr.schemas.exceptions import ContractError
+from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-from ltrr.schemas.validation import Rejection, check, decode
+from ltrr.schemas.validation import Rejection, decode
 from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
 from ltrr.state.store import Batch, RocksStore, Store
 from ltrr.streams.follow import follow
+from ltrr.streams.health import Health
+from ltrr.streams.logs import ThrottledLog
 from ltrr.streams.security import aiokafka_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
 
 log = logging.getLogger(__name__)
+#: Repeated errors of a periodic task are logged once per interval, with a count.
+errors = ThrottledLog(log, interval_s=30.0)
 
 #: Seconds between two measurements of the consumer lag (``ltrr_consumer_lag_messages``).
 LAG_INTERVAL_S = 5.0
+#: Outbox entries sent before their acks are awaited together.
+OUTBOX_CHUNK = 500
+#: Seconds without a completed join tick (or checkpoint) after which /readyz fails.
+STUCK_AFTER_S = 30.0
 #: Seconds the learner waits, at start, to have read the snapshots topic to its end (so it can
 #: adopt a newer model before learning); it learns anyway after that, and adopts later.
 SNAPSHOTS_CATCH_UP_S = 60.0
@@ -73,8 +82,8 @@ class OffsetStore:
         out, self.written = self.written, []
         return out
 
-    def scan(self, prefix: bytes) -> Any:
-        return self.inner.scan(prefix)
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Any:
+        return self.inner.scan(prefix, start)
 
     def close(self) -> None:
         self.inner.close()
@@ -108,6 +117,16 @@ def reward_config(settings: Settings) -> RewardConfig:
     )
 
 
+def learner_guard(settings: Settings) -> Guard:
+    """The learner's cheap invariants, from the same settings the join computes rewards with."""
+    return Guard(
+        models=settings.model_allow_list(),
+        max_models=settings.max_models,
+        min_probability=settings.min_probability,
+        cost_range=reward_config(settings).reward_range(),
+    )
+
+
 def vw_args(settings: Settings) -> tuple[str, ...]:
     return tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
 
@@ -124,7 +143,7 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
         ),
         reward_config(settings),
     )
-    learners = Learners(learner_store, vw_args(settings))
+    learners = Learners(learner_store, vw_args(settings), guard=learner_guard(settings))
     publisher = SnapshotPublisher(
         learners,
         SnapshotPolicy(
@@ -150,26 +169,41 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
     )
 
 
-async def consumer_lag(consumer: Any, timeout_s: float) -> dict[tuple[str, int], int]:
-    """Lag of every partition assigned to ``consumer``: the broker's high-water mark (the
-    offset the next produced message gets, asked from the broker) minus the consumer position
-    (the offset of the next message the consumer reads). Partitions without a position yet
-    are left out."""
-    assigned = sorted(consumer.assignment())
+async def log_ends(
+    consumer: Any, timeout_s: float, topics: set[str] | None = None
+) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """(high-water mark, consumer position) of every partition assigned to ``consumer`` (of
+    ``topics`` only, when given): the offset the next produced message gets, asked from the
+    broker, and the offset of the next message the consumer fetches (None if unknown)."""
+    assigned = sorted(tp for tp in consumer.assignment() if topics is None or tp.topic in topics)
     if not assigned:
         return {}
 
-    async def measure() -> dict[tuple[str, int], int]:
+    async def measure() -> dict[tuple[str, int], tuple[int, int | None]]:
         highwaters = await consumer.highwaters(*assigned)
         positions = await asyncio.gather(*(consumer.position(tp) for tp in assigned))
-        lags = {}
+        out = {}
         for tp, position in zip(assigned, positions, strict=True):
             highwater = highwaters.get(tp)
-            if highwater is not None and position is not None:
-                lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(position))
-        return lags
+            if highwater is not None:
+                out[(tp.topic, tp.partition)] = (
+                    int(highwater),
+                    None if position is None else int(position),
+                )
+        return out
 
     return await asyncio.wait_for(measure(), timeout_s)
+
+
+async def consumer_lag(consumer: Any, timeout_s: float) -> dict[tuple[str, int], int]:
+    """Lag of every partition assigned to ``consumer``: the broker's high-water mark minus
+    the consumer position. Partitions without a position yet are left out."""
+    ends = await log_ends(consumer, timeout_s)
+    return {
+        tp: max(0, highwater - position)
+        for tp, (highwater, position) in ends.items()
+        if position is not None
+    }
 
 
 def publish_lag(
@@ -184,9 +218,15 @@ def publish_lag(
     return set(lags)
 
 
-def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -> LoopParts:
-    """Declare every agent and timer of the learning loop on ``app``."""
+def register_learning_loop(
+    app: faust.App, topics: Topics, settings: Settings, health: Health | None = None
+) -> LoopParts:
+    """Declare every agent and timer of the learning loop on ``app``; report trouble that
+    makes the worker not ready to ``health``."""
+    health = health or Health()
     parts = build_parts(settings, topics)
+    marks = Watermarks(int(settings.event_delay_s * 1000))
+    join_streams = {topics.impressions.name: "impressions", topics.actions.name: "actions"}
     rewards = app.topic(topics.rewards.name, partitions=topics.rewards.partitions)
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
     snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
@@ -201,11 +241,8 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
 
     # -- join -------------------------------------------------------------------------------
 
-    async def on_impression(event: dict[str, Any], message: Any) -> None:
-        m.JOIN_EVENTS.labels(parts.joiner.on_impression(event, now_ms()).verdict).inc()
-
-    async def on_action(event: dict[str, Any], message: Any) -> None:
-        source = Source(
+    def source(message: Any) -> Source:
+        return Source(
             message.topic,
             message.partition,
             message.offset,
@@ -213,7 +250,14 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             message.key,
             message.value,
         )
-        effect = parts.joiner.on_action(event, source, now_ms())
+
+    async def on_impression(event: dict[str, Any], message: Any) -> None:
+        m.JOIN_EVENTS.labels(parts.joiner.on_impression(event, source(message)).verdict).inc()
+        marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
+
+    async def on_action(event: dict[str, Any], message: Any) -> None:
+        effect = parts.joiner.on_action(event, source(message))
+        marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
         m.JOIN_EVENTS.labels(effect.verdict).inc()
         if effect.verdict == "late":
             m.LATE_ACTIONS.inc()
@@ -222,33 +266,80 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
     outbox_lock = asyncio.Lock()
 
     async def flush_outbox() -> None:
+        """Send the outbox in chunks: every message of a chunk is handed to the producer
+        (which batches them), then the acks are awaited and the chunk forgotten at once."""
         async with outbox_lock:
-            pending = list(parts.joiner.outbox())
-            m.OUTBOX_PENDING.set(len(pending))
-            for entry in pending:
-                topic = rewards if entry.topic == "rewards" else dlq
-                headers = [("ltrr-dlq-reason", b"orphan_action")] if entry.topic == "dlq" else []
-                fut = await topic.send(key=entry.key, value=entry.value, headers=headers)
-                await fut
-                parts.joiner.sent(entry)
-                if entry.kind == "reward":
-                    reward = orjson.loads(entry.value)["ltrr"]
-                    m.REWARDS.labels(reward["plan_id"]).inc()
-                    m.REWARD_SUM.labels(reward["plan_id"]).inc(reward["reward"])
-                elif entry.kind == "orphan_action":
-                    m.ORPHAN_ACTIONS.inc()
-                    m.DLQ_EVENTS.labels("actions", "orphan_action").inc()
+            while chunk := list(parts.joiner.outbox(limit=OUTBOX_CHUNK)):
+                futures = []
+                for entry in chunk:
+                    topic = rewards if entry.topic == "rewards" else dlq
+                    headers = (
+                        [(REASON_HEADER, entry.reason.encode())] if entry.topic == "dlq" else []
+                    )
+                    futures.append(
+                        await topic.send(key=entry.key, value=entry.value, headers=headers)
+                    )
+                await asyncio.gather(*futures)
+                parts.joiner.sent(chunk)
+                for entry in chunk:
+                    count_sent(entry)
+                m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
             m.OUTBOX_PENDING.set(0)
+
+    def count_sent(entry: Any) -> None:
+        if entry.kind == "reward":
+            reward = orjson.loads(entry.value)["ltrr"]
+            m.REWARDS.labels(reward["plan_id"]).inc()
+            m.REWARD_SUM.labels(reward["plan_id"]).inc(reward["reward"])
+        elif entry.kind == "orphan_action":
+            m.ORPHAN_ACTIONS.inc()
+            m.DLQ_EVENTS.labels(topics.actions.name, "orphan_action").inc()
+        elif entry.kind == "join_failed":
+            m.DLQ_EVENTS.labels(topics.impressions.name, entry.reason).inc()
+
+    async def advance_watermarks() -> dict[int, int]:
+        """Ask the broker where the join's partitions end, and return their watermarks."""
+        ends = await log_ends(app.consumer, 2 * LAG_INTERVAL_S, set(join_streams))
+        now = now_ms()
+        owned = set()
+        for (topic, partition), (highwater, position) in ends.items():
+            marks.log_end(join_streams[topic], partition, highwater, position, now)
+            if topic == topics.impressions.name:
+                owned.add(partition)
+        watermarks = marks.current(owned)
+        if watermarks:
+            m.JOIN_WATERMARK_DELAY.set(max(0.0, (now - min(watermarks.values())) / 1000))
+        return watermarks
+
+    join_ok = {"at": time.monotonic()}
 
     @app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")
     async def join_tick() -> None:
         try:
-            for effect in parts.joiner.expire(now_ms()):
-                m.JOIN_EVENTS.labels(effect.verdict).inc()
-            await flush_outbox()
-        except Exception:  # keep the worker alive; the outbox is retried next tick
+            if app.rebalancing:  # the assignment is changing: nothing closes meanwhile
+                return
+            watermarks = await advance_watermarks()
+            while True:
+                effects = parts.joiner.expire(watermarks, now_ms())
+                for effect in effects:
+                    m.JOIN_EVENTS.labels(effect.verdict).inc()
+                await flush_outbox()
+                if len(effects) < EXPIRE_BATCH:
+                    break
+            join_ok["at"] = time.monotonic()
+        except Exception as exc:  # keep the worker alive; the outbox is retried next tick
             m.LOOP_ERRORS.labels("join").inc()
-            log.exception("join tick failed; retrying on the next tick")
+            errors.report("join tick failed; retrying on the next tick", exc)
+
+    health.check(
+        "join",
+        lambda: (
+            f"the join has not completed a tick for {time.monotonic() - join_ok['at']:.0f} s "
+            "(broker unreachable or a failing tick; see ltrr_loop_errors_total)"
+            if time.monotonic() - join_ok["at"] > STUCK_AFTER_S
+            else None
+        ),
+    )
 
     # -- learn + snapshot -----------------------------------------------------------------
 
@@ -320,6 +411,28 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             on_error=lambda: m.LOOP_ERRORS.labels("snapshots").inc(),
         )
 
+    def check_log_reset(message: Any) -> None:
+        """A rewards partition whose log ends below the learner's position was recreated
+        (broker data lost, topic deleted): the learner starts over on the new log, learning
+        what it has not seen (EventIds already learned are still skipped), instead of
+        skipping every new reward as replayed."""
+        position = parts.learners.position(message.partition)
+        if message.offset >= position:
+            return
+        highwater = app.consumer.highwater(message.tp)
+        if highwater is None or highwater >= position:
+            return  # a replay after a restart: offsets below the checkpoint are learned
+        log.warning(
+            "rewards partition %d ends at offset %d, below the learner's position %d: the "
+            "topic was recreated; learning the new log from offset %d",
+            message.partition,
+            highwater,
+            position,
+            message.offset,
+        )
+        m.LEARNER_LOG_RESETS.inc()
+        parts.learners.reset_position(message.partition, message.offset)
+
     @app.agent(rewards, name="ltrr.learner")
     async def learn(stream: Any) -> None:
         nonlocal since_checkpoint
@@ -332,14 +445,15 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             )
         async for event in stream.noack().events():
             message = event.message
+            check_log_reset(message)
             verdict = parts.learners.learn(message.value, message.partition, message.offset)
-            m.LEARNER_EXAMPLES.labels(verdict.model or "unknown", verdict.kind).inc()
+            m.LEARNER_EXAMPLES.labels(verdict.model or "-", verdict.kind).inc()
             if verdict.kind == "invalid":
                 await send_dead_letter(
                     dlq,
                     "rewards",
                     message,
-                    Rejection("invalid_value", verdict.detail),
+                    Rejection(verdict.reason, verdict.detail, verdict.field),
                     max_message_bytes=settings.max_message_bytes,
                 )
             unacked.append(event)
@@ -352,9 +466,9 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
         try:
             if unacked or parts.publisher.due():
                 await checkpoint()
-        except Exception:  # keep the worker alive; unacked rewards stay unacked
+        except Exception as exc:  # keep the worker alive; unacked rewards stay unacked
             m.LOOP_ERRORS.labels("checkpoint").inc()
-            log.exception("checkpoint failed; retrying on the next tick")
+            errors.report("checkpoint failed; retrying on the next tick", exc)
 
     # -- consumer lag ----------------------------------------------------------------------
 
@@ -368,9 +482,10 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
                 return
             lags = await consumer_lag(app.consumer, timeout_s=2 * LAG_INTERVAL_S)
             lag_shown = publish_lag(lags, lag_shown)
-        except Exception:  # keep the worker alive; the gauge keeps its last values
+        except Exception as exc:  # keep the worker alive; stale values are dropped
             m.LOOP_ERRORS.labels("lag").inc()
-            log.exception("consumer lag measurement failed; retrying on the next tick")
+            lag_shown = publish_lag({}, lag_shown)  # unknown is not "the last value"
+            errors.report("consumer lag measurement failed; retrying on the next tick", exc)
 
     # -- remember (Q2E) -------------------------------------------------------------------
 
@@ -381,20 +496,23 @@ def register_learning_loop(app: faust.App, topics: Topics, settings: Settings) -
             position_key = f"offset/{message.partition}".encode()
             position = parts.memory_store.get(position_key)
             if position is not None and message.offset < int(position):
-                continue
+                highwater = app.consumer.highwater(message.tp)
+                if highwater is None or highwater >= int(position):
+                    continue  # already folded in before a restart
+                log.warning(
+                    "rewards partition %d was recreated; Q2E follows the new log", message.partition
+                )
             try:
                 reward = orjson.loads(message.value)
-                check(Contract.REWARD, reward)
-            except (orjson.JSONDecodeError, ContractError, AttributeError):
+                part = reward["ltrr"]
+                actions = [(a["entity_id"], a["type"], a["timestamp_ms"]) for a in part["actions"]]
+                query, shown, at = part["query"], part["shown"], _timestamp_ms(reward["Timestamp"])
+                if not (isinstance(query, str) and isinstance(shown, list)):
+                    raise TypeError("query/shown")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 continue  # the learner dead-letters invalid rewards
-            part = reward["ltrr"]
             parts.memory_store.extra = {position_key: str(message.offset + 1).encode()}
-            parts.memory.record(
-                part["query"],
-                part["shown"],
-                [(a["entity_id"], a["type"], a["timestamp_ms"]) for a in part["actions"]],
-                _timestamp_ms(reward["Timestamp"]),
-            )
+            parts.memory.record(query, shown, actions, at)
             if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
                 parts.memory_store.write({})
             await replicate_q2e()

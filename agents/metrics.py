@@ -11,7 +11,7 @@ EVENTS_CONSUMED = Counter(
 )
 DLQ_EVENTS = Counter(
     "ltrr_dlq_events_total",
-    "Messages sent to the dead-letter topic, by logical source topic and reason.",
+    "Messages sent to the dead-letter topic, by source topic (its full name) and reason.",
     ["topic", "reason"],
 )
 EVENT_BYTES = Histogram(
@@ -53,6 +53,11 @@ ORPHAN_ACTIONS = Counter(
 OUTBOX_PENDING = Gauge(
     "ltrr_join_outbox_pending", "Rewards and dead letters waiting for the broker's ack."
 )
+JOIN_WATERMARK_DELAY = Gauge(
+    "ltrr_join_watermark_delay_seconds",
+    "Wall-clock time minus the oldest event-time watermark of the join partitions this worker "
+    "owns: how far behind the join closes windows.",
+)
 JOIN_STATE = Gauge(
     "ltrr_join_state_entries", "Pending deadlines in the join state (windows, orphans, late)."
 )
@@ -80,6 +85,11 @@ SNAPSHOT_PUBLISH = Histogram(
     "Time to encode, sign and publish a snapshot.",
     ["model"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LEARNER_LOG_RESETS = Counter(
+    "ltrr_learner_log_resets_total",
+    "Rewards partitions found recreated (log end below the learner's position); the learner "
+    "relearns from the new log.",
 )
 CHECKPOINTS = Counter("ltrr_learner_checkpoints_total", "Learner checkpoints written.")
 Q2E_RECORDS = Counter(

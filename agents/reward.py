@@ -56,6 +56,13 @@ class RewardConfig:
         if self.clip_min > self.clip_max:
             raise RewardConfigError("reward clip_min must not exceed clip_max")
 
+    def reward_range(self) -> tuple[float, float]:
+        """The lowest and highest reward this configuration can produce."""
+        values = [*self.weights.values(), 0.0, self.default_reward]  # unweighted types: 0
+        if self.aggregation == "sum":
+            values += [self.clip_min, self.clip_max]
+        return min(values), max(values)
+
     @staticmethod
     def parse_weights(spec: str) -> Mapping[str, float]:
         """``"click=0.5,play=1"`` -> weights; the defaults are kept for types not named."""

@@ -58,6 +58,17 @@ WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
         "seconds a closed impression still accepts late actions for Q2E (86400)",
     ),
     ("--join-tick-s", float, "how often due windows close and rewards are sent (1.0)"),
+    (
+        "--event-delay-s",
+        float,
+        "how late an event may reach Kafka after its timestamp; quiet partitions' event "
+        "time follows the clock minus this (15)",
+    ),
+    ("--max-clock-skew-s", float, "dead-letter events timestamped this far ahead (3600)"),
+    ("--max-event-age-s", float, "dead-letter events older than this (2592000)"),
+    ("--models", str, "model keys the learner accepts, comma-separated (any)"),
+    ("--max-models", int, "with --models empty: most distinct models learned (16)"),
+    ("--min-probability", float, "dead-letter rewards logged with a lower probability (1e-4)"),
     ("--reward-weights", str, "action weights, e.g. 'click=0.5,play=1,skip=-0.2'"),
     ("--reward-aggregation", str, "max | sum | earliest (max)"),
     ("--default-reward", float, "reward when no action arrives (0)"),
@@ -267,9 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot). Exit status 3 when the comparison finds a difference.",
     )
     offline.add_argument("file", type=Path, help="reward lines, one JSON object per line")
+    _add_common(offline)
     offline.add_argument(
         "--vw-args",
-        help="Vowpal Wabbit arguments (default: ltrr's); write as --vw-args='--cb_explore_adf ...'",
+        help="Vowpal Wabbit arguments (LTRR_VW_ARGS; default: ltrr's); write as "
+        "--vw-args='--cb_explore_adf ...'",
     )
     offline.add_argument("--model", default="default", help="model key to write (default)")
     offline.add_argument("-o", "--output", type=Path, help="write the model here")
@@ -402,13 +415,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_learn_offline(args: argparse.Namespace) -> int:
-    import shlex
-
-    from ltrr.agents.learning import DEFAULT_VW_ARGS
+    from ltrr.agents.loop import learner_guard, vw_args
     from ltrr.offline import learn_offline
 
-    vw_args = tuple(shlex.split(args.vw_args)) if args.vw_args else DEFAULT_VW_ARGS
-    return learn_offline(args.file, vw_args, args.model, args.output, args.compare)
+    settings = load_settings(args)  # the worker's settings: same VW args, same guard
+    if not args.file.is_file():
+        print(f"ltrr learn-offline: no such file: {args.file}", file=sys.stderr)
+        return 2
+    return learn_offline(
+        args.file,
+        vw_args(settings),
+        args.model,
+        args.output,
+        args.compare,
+        learner_guard(settings),
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -9,14 +9,19 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ltrr.agents.learning import Learners
+from ltrr.agents.learning import Guard, Learners
 from ltrr.state.store import MemoryStore
 
 
 def learn_offline(
-    path: Path, vw_args: tuple[str, ...], model: str, output: Path | None, compare: Path | None
+    path: Path,
+    vw_args: tuple[str, ...],
+    model: str,
+    output: Path | None,
+    compare: Path | None,
+    guard: Guard | None = None,
 ) -> int:
-    learners = Learners(MemoryStore(), vw_args)
+    learners = Learners(MemoryStore(), vw_args, guard=guard)
     verdicts: Counter[str] = Counter()
     lines = 0
     with path.open("rb") as handle:

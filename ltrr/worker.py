@@ -10,6 +10,7 @@ from faust.worker import Worker
 from ltrr.agents.loop import register_learning_loop
 from ltrr.streams.admin import create_topics
 from ltrr.streams.app import create_app
+from ltrr.streams.health import Health
 from ltrr.streams.security import describe, kafka_python_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
@@ -20,8 +21,9 @@ def build_worker_app(settings: Settings) -> faust.App:
     """The Faust app with every agent and ops page registered."""
     topics = Topics.from_settings(settings)
     app = create_app(settings)
-    register_learning_loop(app, topics, settings)
-    register_ops_pages(app)
+    health = Health()
+    register_learning_loop(app, topics, settings, health)
+    register_ops_pages(app, health=health)
     return app
 
 

@@ -23,8 +23,9 @@ class Store(Protocol):
         """Apply every put and delete in ``batch`` atomically."""
         ...
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Items whose key starts with ``prefix``, in key order."""
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix``, in key order, from ``start`` (a key at or
+        after ``prefix``) when given: lets a reader skip what it knows was deleted."""
         ...
 
     def close(self) -> None: ...
@@ -46,8 +47,9 @@ class MemoryStore:
             else:
                 self._data[key] = value
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(k for k in self._data if k.startswith(prefix)):
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        low = max(prefix, start) if start is not None else prefix
+        for key in sorted(k for k in self._data if k.startswith(prefix) and k >= low):
             yield key, self._data[key]
 
     def close(self) -> None:
@@ -85,9 +87,9 @@ class RocksStore:
                 wb.put(key, value)
         self._db.write(wb)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
-        it.seek(prefix)
+        it.seek(max(prefix, start) if start is not None else prefix)
         while it.valid():
             key = bytes(it.key())
             if not key.startswith(prefix):

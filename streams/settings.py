@@ -83,6 +83,17 @@ class Settings:
     late_horizon_s: float = 86_400.0
     #: How often the join closes due windows and sends pending rewards, seconds.
     join_tick_s: float = 1.0
+    #: How late an event may reach Kafka after its own timestamp, seconds. Windows close on
+    #: event time; a quiet partition read to its end lets its watermark follow the clock
+    #: minus this delay. An impression delivered later than this (and later than the reward
+    #: window) after its actions turns them into orphans.
+    event_delay_s: float = 15.0
+    #: Events whose timestamp_ms lies more than this many seconds ahead of the worker's clock
+    #: are dead-lettered (invalid_value, field timestamp_ms).
+    max_clock_skew_s: float = 3600.0
+    #: Events older than this many seconds (by timestamp_ms, against the worker's clock) are
+    #: dead-lettered the same way.
+    max_event_age_s: float = 30 * 86_400.0
     #: Reward weight overrides, ``type=weight`` comma-separated (defaults: click=0.5, play=1,
     #: like=1, add_to_favorites=1, add_to_playlist=1, share=1, purchase=1, skip=-0.2).
     reward_weights: str = ""
@@ -98,6 +109,15 @@ class Settings:
     #: Vowpal Wabbit arguments of every model (empty = ltrr's default,
     #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp``).
     vw_args: str = ""
+    #: Model keys the learner accepts, comma-separated (empty = any, up to ``max_models``).
+    #: Rewards of other models are dead-lettered as unknown_model.
+    models: str = ""
+    #: With ``models`` empty: most distinct models one worker learns; rewards of further
+    #: models are dead-lettered as unknown_model (bounds memory against poison).
+    max_models: int = 16
+    #: Rewards whose logged probability is below this are dead-lettered (invalid_value):
+    #: their importance weight 1/p would swamp the model.
+    min_probability: float = 1e-4
     #: Checkpoint the learner (model + offsets, atomically) every N examples ...
     checkpoint_every: int = 1000
     #: ... or every T seconds, whichever comes first.
@@ -188,6 +208,7 @@ class Settings:
             "max_message_bytes",
             "checkpoint_every",
             "snapshot_every",
+            "max_models",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -199,12 +220,17 @@ class Settings:
             "reward_window_s",
             "late_horizon_s",
             "join_tick_s",
+            "event_delay_s",
+            "max_clock_skew_s",
+            "max_event_age_s",
             "checkpoint_interval_s",
             "snapshot_interval_s",
             "q2e_half_life_hours",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.min_probability < 1:
+            raise SettingsError(f"min_probability must be in (0, 1), got {self.min_probability}")
         if self.reward_aggregation not in ("max", "sum", "earliest"):
             raise SettingsError(
                 f"reward_aggregation must be max|sum|earliest, got {self.reward_aggregation}"
@@ -215,6 +241,10 @@ class Settings:
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
         self._validate_security()
+
+    def model_allow_list(self) -> frozenset[str]:
+        """The configured model keys (empty = any, bounded by ``max_models``)."""
+        return frozenset(filter(None, (m.strip() for m in self.models.split(","))))
 
     def verification_keys(self) -> dict[str, bytes]:
         """Key id -> key of every key a snapshot may be signed with: the signing key and

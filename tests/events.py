@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
+
+
+
+def now_ms() -> int:
+    """Event time of the builders' events: when they are built (windows run on event time
+    and the worker dead-letters events far from its clock, so fixed dates would expire)."""
+    return int(time.time() * 1000)
 
 STRATEGIES = ("lexical", "semantic", "memory", "popular", "fresh")
 
@@ -33,7 +41,7 @@ def impression(
         "impression_id": impression_id,
         "request_id": f"req-{impression_id}",
         "user_id": "u-1",
-        "timestamp_ms": 1_795_000_000_000,
+        "timestamp_ms": now_ms(),
         "query": "tayler love",
         "context": {"c": {"qlen": 2, "lang": "en", "device": "mobile", "hour": 21}},
         "plans": plans(n_plans),
@@ -60,7 +68,7 @@ def action(
         "entity_id": "track-1",
         "type": "click",
         "value": None,
-        "timestamp_ms": 1_795_000_001_000,
+        "timestamp_ms": now_ms(),
     }
     event.update(overrides)
     return event

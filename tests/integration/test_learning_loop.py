@@ -16,7 +16,7 @@ from ltrr.agents.reward import RewardConfig, compute_reward
 from ltrr.schemas.dead_letter import original_bytes
 from ltrr.schemas.records import UserAction
 from ltrr.streams.scrape import scrape, total
-from tests.events import action, impression
+from tests.events import action, impression, now_ms
 from tests.integration.loop_helpers import (
     latest_snapshot,
     learn_offline_against,
@@ -53,7 +53,7 @@ def script(seed: int = 5) -> tuple[list[dict], dict[str, list[dict]], list[dict]
                     type=kind_,
                     entity_id="track-1",
                     value=rng.choice([5.0, 60.0]) if kind_ == "play" else None,
-                    timestamp_ms=1_795_000_000_000 + j,
+                    timestamp_ms=now_ms() + j,
                 )
             )
         actions[iid] = acts
@@ -63,7 +63,6 @@ def script(seed: int = 5) -> tuple[list[dict], dict[str, list[dict]], list[dict]
 
 
 def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: Path) -> None:
-    impressions, actions, early = script()
     producer = KafkaProducer(bootstrap_servers=bootstrap)
 
     def send(topic: str, event: dict) -> None:
@@ -72,6 +71,7 @@ def test_rewards_dlq_and_model_equality(bootstrap: str, prefix: str, tmp_path: P
         )
 
     with worker(bootstrap, prefix, tmp_path / "state", *FAST_LOOP_FLAGS) as w:
+        impressions, actions, early = script()  # event time: now, as the worker runs
         for act in early:  # actions before their impression
             send("actions", act)
         orphan = action("orphan-1", "never-shown")

@@ -1,9 +1,12 @@
-"""The join state machine: each impression yields exactly one reward; early, duplicate, late
-and orphan actions are handled; the outbox survives a reopen. Runs on both store backends."""
+"""The join state machine on event time: each impression yields exactly one reward; early,
+duplicate, late and orphan actions are handled by their own timestamps and the partition's
+watermark; a window that cannot close is dead-lettered without stopping the others; the
+outbox survives a reopen. Runs on both store backends."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -16,6 +19,7 @@ from ltrr.state.store import RocksStore, Store
 from tests.events import action, impression
 
 WINDOW = 1000
+T0 = 1_795_000_000_000
 
 
 def joiner(store: Store) -> Joiner:
@@ -26,15 +30,31 @@ def joiner(store: Store) -> Joiner:
     )
 
 
-def src(act: dict, offset: int = 0) -> Source:
-    raw = orjson.dumps(act)
-    return Source("ltrr.actions", 0, offset, 5, act["impression_id"].encode(), raw)
+def imp(iid: str, t: int = 0, **kw: Any) -> dict[str, Any]:
+    return impression(iid, timestamp_ms=T0 + t, **kw)
+
+
+def act(aid: str, iid: str, t: int = 0, **kw: Any) -> dict[str, Any]:
+    return action(aid, iid, timestamp_ms=T0 + t, **kw)
+
+
+def isrc(partition: int = 0, offset: int = 0) -> Source:
+    return Source("ltrr.impressions", partition, offset, None, None, b"{}")
+
+
+def src(a: dict, offset: int = 0, partition: int = 0) -> Source:
+    raw = orjson.dumps(a)
+    return Source("ltrr.actions", partition, offset, 5, a["impression_id"].encode(), raw)
+
+
+def expire(j: Joiner, t: int, partition: int = 0) -> list[str]:
+    """Move partition ``partition``'s watermark to T0 + t; the verdicts of what closed."""
+    return [e.verdict for e in j.expire({partition: T0 + t}, T0 + t)]
 
 
 def drain(j: Joiner) -> list[Outgoing]:
     out = list(j.outbox())
-    for entry in out:
-        j.sent(entry)
+    j.sent(out)
     return out
 
 
@@ -47,18 +67,13 @@ def rewards(out: list[Outgoing]) -> dict[str, dict]:
 
 def test_window_closes_once_with_the_aggregated_reward(store: Store) -> None:
     j = joiner(store)
-    assert j.on_impression(impression("i1"), 0).verdict == "opened"
-    assert (
-        j.on_action(action("a1", "i1", type="click"), src(action("a1", "i1")), 10).verdict
-        == "joined"
-    )
-    assert (
-        j.on_action(action("a2", "i1", type="like"), src(action("a2", "i1")), 20).verdict
-        == "joined"
-    )
-    assert j.expire(WINDOW - 1) == []
-    assert [e.verdict for e in j.expire(WINDOW)] == ["closed"]
-    assert j.expire(WINDOW * 2) == []
+    assert j.on_impression(imp("i1"), isrc()).verdict == "opened"
+    a1, a2 = act("a1", "i1", 10, type="click"), act("a2", "i1", 20, type="like")
+    assert j.on_action(a1, src(a1)).verdict == "joined"
+    assert j.on_action(a2, src(a2)).verdict == "joined"
+    assert expire(j, WINDOW - 1) == []
+    assert expire(j, WINDOW) == ["closed"]
+    assert expire(j, WINDOW * 2) == []
     out = drain(j)
     assert [o.kind for o in out] == ["reward"]
     event = rewards(out)["i1"]
@@ -69,45 +84,61 @@ def test_window_closes_once_with_the_aggregated_reward(store: Store) -> None:
 
 def test_no_action_gives_the_default_reward(store: Store) -> None:
     j = joiner(store)
-    j.on_impression(impression("i1"), 0)
-    assert [e.verdict for e in j.expire(WINDOW)] == ["closed_default"]
+    j.on_impression(imp("i1"), isrc())
+    assert expire(j, WINDOW) == ["closed_default"]
     event = rewards(drain(j))["i1"]
     assert event["ltrr"]["default_reward"] is True and event["ltrr"]["reward"] == -0.05
 
 
 def test_duplicates_are_counted_once(store: Store) -> None:
     j = joiner(store)
-    j.on_impression(impression("i1"), 0)
-    assert j.on_impression(impression("i1"), 5).verdict == "duplicate_impression"
-    a = action("a1", "i1", type="click")
-    j.on_action(a, src(a), 10)
-    assert j.on_action(a, src(a, 1), 11).verdict == "duplicate"
-    j.expire(WINDOW)
+    j.on_impression(imp("i1"), isrc())
+    assert j.on_impression(imp("i1", 5), isrc()).verdict == "duplicate_impression"
+    a = act("a1", "i1", 10, type="click")
+    j.on_action(a, src(a))
+    assert j.on_action(a, src(a, 1)).verdict == "duplicate"
+    expire(j, WINDOW)
     assert len(rewards(drain(j))["i1"]["ltrr"]["actions"]) == 1
 
 
 def test_action_before_its_impression_is_joined(store: Store) -> None:
     j = joiner(store)
-    a = action("a1", "i1", type="like")
-    assert j.on_action(a, src(a), 0).verdict == "buffered"
-    assert j.on_action(a, src(a), 1).verdict == "duplicate"
-    assert j.on_impression(impression("i1"), 500).verdict == "opened_with_early_actions"
-    # The orphan deadline (t=1000) must not dead-letter the joined action.
-    assert [e.verdict for e in j.expire(WINDOW)] == []
-    assert [e.verdict for e in j.expire(500 + WINDOW)] == ["closed"]
+    a = act("a1", "i1", 600, type="like")
+    assert j.on_action(a, src(a)).verdict == "buffered"
+    assert j.on_action(a, src(a)).verdict == "duplicate"
+    assert expire(j, 600 + WINDOW - 1) == []  # the orphan waits for its partition's time
+    assert j.on_impression(imp("i1", 500), isrc()).verdict == "opened_with_early_actions"
+    assert expire(j, 500 + WINDOW) == ["closed"]
     out = drain(j)
     assert [o.kind for o in out] == ["reward"]
     assert rewards(out)["i1"]["ltrr"]["reward"] == 1.0
 
 
+def test_impressions_lagging_far_behind_their_actions_lose_no_click(store: Store) -> None:
+    """A backlog or a slow impression logger: actions are read long (in processing time)
+    before their impressions. Nothing is orphaned while the partition's event time has not
+    passed the actions by the window, however long that takes on the clock."""
+    j = joiner(store)
+    clicks = [act(f"a{i}", f"i{i}", 10 * i + 5, type="click") for i in range(50)]
+    for a in clicks:
+        assert j.on_action(a, src(a)).verdict == "buffered"
+    for i in range(50):
+        assert expire(j, 10 * i) == []  # impressions read so far: up to t = 10 i
+        j.on_impression(imp(f"i{i}", 10 * i), isrc(offset=i))
+    expire(j, 10 * 49 + WINDOW)
+    got = rewards(drain(j))
+    assert len(got) == 50 and all(e["ltrr"]["reward"] == 0.5 for e in got.values())
+
+
 def test_orphan_action_expires_to_the_dlq_with_its_bytes(store: Store) -> None:
     j = joiner(store)
-    a = action("a1", "ghost")
+    a = act("a1", "ghost", 100)
     source = src(a, offset=7)
-    j.on_action(a, source, 0)
-    assert [e.verdict for e in j.expire(WINDOW)] == ["orphan"]
+    j.on_action(a, source)
+    assert expire(j, 100 + WINDOW - 1) == []
+    assert expire(j, 100 + WINDOW) == ["orphan"]
     out = drain(j)
-    assert [(o.topic, o.kind) for o in out] == [("dlq", "orphan_action")]
+    assert [(o.topic, o.kind, o.reason) for o in out] == [("dlq", "orphan_action", "orphan_action")]
     letter = orjson.loads(out[0].value)
     check(Contract.DEAD_LETTER, letter)
     assert letter["reason"] == "orphan_action"
@@ -117,11 +148,11 @@ def test_orphan_action_expires_to_the_dlq_with_its_bytes(store: Store) -> None:
 
 def test_late_action_feeds_memory_not_the_bandit(store: Store) -> None:
     j = joiner(store)
-    j.on_impression(impression("i1"), 0)
-    j.expire(WINDOW)
-    a = action("late-1", "i1", type="play", value=100)
-    assert j.on_action(a, src(a), WINDOW + 5).verdict == "late"
-    assert j.on_action(a, src(a), WINDOW + 6).verdict == "duplicate"
+    j.on_impression(imp("i1"), isrc())
+    expire(j, WINDOW)
+    a = act("late-1", "i1", WINDOW + 5, type="play", value=100)
+    assert j.on_action(a, src(a)).verdict == "late"
+    assert j.on_action(a, src(a)).verdict == "duplicate"
     out = drain(j)
     assert [o.kind for o in out] == ["reward", "late_reward"]
     late = orjson.loads(out[1].value)
@@ -130,33 +161,92 @@ def test_late_action_feeds_memory_not_the_bandit(store: Store) -> None:
     assert late["ltrr"]["reward"] == 1.0
 
 
+def test_an_action_after_its_window_in_event_time_is_late_while_the_window_is_open(
+    store: Store,
+) -> None:
+    """Which actions count does not depend on when the join read them."""
+    j = joiner(store)
+    j.on_impression(imp("i1"), isrc())
+    a = act("a1", "i1", WINDOW + 1, type="click")
+    assert j.on_action(a, src(a)).verdict == "late"
+    early = act("a0", "i2", WINDOW + 1, type="click")  # early in arrival, late in time
+    j.on_action(early, src(early))
+    assert j.on_impression(imp("i2"), isrc()).verdict == "opened_with_early_actions"
+    assert expire(j, WINDOW) == ["closed_default", "closed_default"]
+    out = drain(j)
+    assert sorted(o.kind for o in out) == ["late_reward", "late_reward", "reward", "reward"]
+
+
+def test_windows_close_only_on_partitions_given_a_watermark(store: Store) -> None:
+    """A worker closes windows only for the partitions it owns (it passes their
+    watermarks): a partition moved to another worker is no longer emitted for here."""
+    j = joiner(store)
+    j.on_impression(imp("i0"), isrc(partition=0))
+    j.on_impression(imp("i3"), isrc(partition=3))
+    assert [e.verdict for e in j.expire({3: T0 + 10 * WINDOW}, T0)] == ["closed_default"]
+    assert list(rewards(drain(j))) == ["i3"]
+    assert expire(j, WINDOW, partition=0) == ["closed_default"]
+
+
+def test_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(store: Store) -> None:
+    j = joiner(store)
+    # Year 10000: the reward's DSJSON timestamp cannot be written (ingest refuses such
+    # events; the join must still not be stopped by one that got in).
+    year_10000 = 253402300800000
+    j.on_impression(impression("bad", timestamp_ms=year_10000), isrc(offset=3))
+    j.on_impression(imp("good"), isrc())
+    assert sorted(expire(j, year_10000 - T0 + WINDOW)) == ["closed_default", "failed"]
+    out = drain(j)
+    assert list(rewards(out)) == ["good"]
+    (letter_entry,) = [o for o in out if o.topic == "dlq"]
+    assert letter_entry.reason == "invalid_value"
+    letter = orjson.loads(letter_entry.value)
+    check(Contract.DEAD_LETTER, letter)
+    assert orjson.loads(original_bytes(letter))["impression_id"] == "bad"
+    assert letter["source"]["offset"] == 3
+    assert store.get(b"imp/bad") is None
+
+
+def test_expire_handles_a_bounded_number_of_deadlines_per_call(store: Store) -> None:
+    j = joiner(store)
+    for i in range(25):
+        j.on_impression(imp(f"i{i}"), isrc(offset=i))
+    sizes = []
+    while effects := j.expire({0: T0 + WINDOW}, T0, limit=10):
+        sizes.append(len(effects))
+    assert sizes == [10, 10, 5]
+    assert len(rewards(drain(j))) == 25
+
+
 def test_closed_impressions_are_forgotten_after_the_late_horizon(store: Store) -> None:
     j = joiner(store)
-    j.on_impression(impression("i1"), 0)
-    j.expire(WINDOW)
-    assert [e.verdict for e in j.expire(WINDOW + 10 * WINDOW)] == ["forgotten"]
+    j.on_impression(imp("i1"), isrc())
+    expire(j, WINDOW)
+    assert expire(j, WINDOW + 10 * WINDOW) == ["forgotten"]
     assert j.open_windows() == 0
-    a = action("a9", "i1")
-    assert j.on_action(a, src(a), 20 * WINDOW).verdict == "buffered"
+    a = act("a9", "i1", 20 * WINDOW)
+    assert j.on_action(a, src(a)).verdict == "buffered"
 
 
 def test_outbox_and_state_survive_a_reopen(tmp_path: Path) -> None:
     first = RocksStore(tmp_path / "join")
     j = joiner(first)
-    j.on_impression(impression("i1"), 0)
-    j.on_impression(impression("i2"), 0)
-    j.expire(WINDOW)
+    j.on_impression(imp("i1"), isrc())
+    j.on_impression(imp("i2"), isrc())
+    expire(j, WINDOW)
     unsent = list(j.outbox())
     j.sent(unsent[0])
+    assert [o.seq_key for o in j.outbox()] == [unsent[1].seq_key]
     first.close()
     again = RocksStore(tmp_path / "join")
     j2 = joiner(again)
     left = drain(j2)
     assert [o.seq_key for o in left] == [unsent[1].seq_key]
-    j2.on_impression(impression("i3"), 0)
-    j2.expire(WINDOW)
+    j2.on_impression(imp("i3"), isrc())
+    expire(j2, WINDOW)
     newer = drain(j2)
     assert newer[0].seq_key > unsent[1].seq_key  # sequence continues after a reopen
+    assert list(j2.outbox()) == []
     again.close()
 
 
@@ -175,12 +265,12 @@ def test_pending_deadline_count_matches_the_store_through_any_sequence(tmp_path:
         iid = f"i{rng.randrange(60)}"
         roll = rng.random()
         if roll < 0.35:
-            j.on_impression(impression(iid), now)
+            j.on_impression(imp(iid, now - rng.randrange(0, 500)), isrc(offset=step))
         elif roll < 0.85:
-            a = action(f"a{rng.randrange(400)}", iid)
-            j.on_action(a, src(a, step), now)
+            a = act(f"a{rng.randrange(400)}", iid, now)
+            j.on_action(a, src(a, step))
         else:
-            j.expire(now)
+            expire(j, now)
         assert j.open_windows() == sum(1 for _ in store.scan(b"due/")), step
     assert j.open_windows() > 0
     held = j.open_windows()
@@ -188,7 +278,7 @@ def test_pending_deadline_count_matches_the_store_through_any_sequence(tmp_path:
     again = RocksStore(tmp_path / "join")
     assert joiner(again).open_windows() == held
     j2 = joiner(again)
-    j2.expire(now + 100 * WINDOW)  # closes windows, expires orphans
-    j2.expire(now + 200 * WINDOW)  # forgets closed windows after the late horizon
+    expire(j2, now + 100 * WINDOW)  # closes windows, expires orphans
+    expire(j2, now + 200 * WINDOW)  # forgets closed windows after the late horizon
     assert j2.open_windows() == 0 == sum(1 for _ in again.scan(b"due/"))
     again.close()

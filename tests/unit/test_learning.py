@@ -11,7 +11,14 @@ import orjson
 import pytest
 import vowpal_wabbit_next as vw
 
-from ltrr.agents.learning import DEFAULT_VW_ARGS, LearnerError, Learners, learn_lines, workspace
+from ltrr.agents.learning import (
+    DEFAULT_VW_ARGS,
+    Guard,
+    LearnerError,
+    Learners,
+    learn_lines,
+    workspace,
+)
 from ltrr.schemas.dsjson import reward_event
 from ltrr.schemas.records import SearchImpression
 from ltrr.state.store import MemoryStore, RocksStore
@@ -81,6 +88,61 @@ def test_invalid_rewards_are_refused_not_learned() -> None:
     verdict = learners.learn(orjson.dumps(broken))
     assert verdict.kind == "invalid" and "_label_probability" in verdict.detail
     assert learners.models == {}
+
+
+def _poisoned(**changes: object) -> bytes:
+    event = orjson.loads(reward_lines(1, seed=11)[0])
+    for path, value in changes.items():
+        target = event
+        *parents, leaf = path.split("__")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return orjson.dumps(event)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "field"),
+    [
+        (b"\x00\xff random bytes", "not_json", None),
+        (b'"a string"', "not_object", None),
+        (_poisoned(ltrr=None), "wrong_type", "ltrr"),
+        (_poisoned(_label_probability=1e-30), "invalid_value", "_label_probability"),
+        (_poisoned(_label_probability=1.5), "invalid_value", "_label_probability"),
+        (_poisoned(_label_cost=1e308), "invalid_value", "_label_cost"),
+        (_poisoned(_labelIndex=99), "invalid_value", "_labelIndex"),
+        (_poisoned(ltrr__model="intruder"), "unknown_model", "ltrr.model"),
+        (_poisoned(ltrr__model=""), "invalid_value", "ltrr.model"),
+    ],
+)
+def test_poisoned_reward_lines_are_refused_with_their_true_reason(
+    line: bytes, reason: str, field: str | None
+) -> None:
+    learners = Learners(MemoryStore(), guard=Guard(models=frozenset({"default"})))
+    verdict = learners.learn(line, 0, 0)
+    assert (verdict.kind, verdict.reason, verdict.field) == ("invalid", reason, field)
+    assert learners.models == {}
+    assert learners.position(0) == 1  # refused, but covered: not retried forever
+
+
+def test_distinct_models_are_bounded_without_an_allow_list() -> None:
+    learners = Learners(MemoryStore(), guard=Guard(max_models=3))
+    verdicts = [learners.learn(_poisoned(ltrr__model=f"m{i}")).reason for i in range(10)]
+    assert verdicts == [""] * 3 + ["unknown_model"] * 7
+    assert sorted(learners.models) == ["m0", "m1", "m2"]
+    assert learners.learn(_poisoned(ltrr__model="m1", EventId="again")).kind == "learned"
+
+
+def test_a_recreated_log_is_learned_from_its_new_start() -> None:
+    learners = Learners(MemoryStore())
+    lines = reward_lines(6, seed=5)
+    for offset, line in enumerate(lines[:4]):
+        assert learners.learn(line, 0, offset).kind == "learned"
+    assert learners.learn(lines[4], 0, 0).kind == "replayed"  # before anyone notices
+    learners.reset_position(0, 0)
+    assert learners.learn(lines[4], 0, 0).kind == "learned"
+    assert learners.learn(lines[5], 0, 1).kind == "learned"
+    assert learners.position(0) == 2
 
 
 def test_resume_from_checkpoint_skips_covered_offsets(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ class CountingStore:
         self.batches.append(dict(batch))
         self.inner.write(batch)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self.inner.scan(prefix)
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        return self.inner.scan(prefix, start)
 
     def close(self) -> None:
         self.inner.close()
