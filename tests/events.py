@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 
-
 def now_ms() -> int:
     """Event time of the builders' events: when they are built (windows run on event time
     and the worker dead-letters events far from its clock, so fixed dates would expire)."""
     return int(time.time() * 1000)
+
 
 STRATEGIES = ("lexical", "semantic", "memory", "popular", "fresh")
 
