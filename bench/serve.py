@@ -150,10 +150,13 @@ def synthetic_catalog(path: Path, n: int, seed: int = 1) -> None:
             out.write(orjson.dumps(entity) + b"\n")
 
 
-def trained_model(plans: list[Any], rng: random.Random) -> tuple[bytes, list[Any]]:
-    """A model trained on 2,000 synthetic 25-plan decisions, and sample feature sets."""
+def synthetic_decisions(
+    plans: list[Any], rng: random.Random, n: int
+) -> tuple[list[bytes], list[Any]]:
+    """``n`` synthetic decisions over ``plans`` with the worker's real feature builders: their
+    reward lines (DSJSON, as the join emits them) and their (context, plan features)."""
     samples, lines = [], []
-    for i in range(2000):
+    for i in range(n):
         results = {
             name: [Candidate(f"e{j}", rng.random() * 10) for j in range(rng.randint(0, 5))]
             for name in NAMES
@@ -188,6 +191,12 @@ def trained_model(plans: list[Any], rng: random.Random) -> tuple[bytes, list[Any
             }
         )
         lines.append(orjson.dumps(reward_event(imp, rng.random())))
+    return lines, samples
+
+
+def trained_model(plans: list[Any], rng: random.Random) -> tuple[bytes, list[Any]]:
+    """A model trained on 2,000 synthetic 25-plan decisions, and sample feature sets."""
+    lines, samples = synthetic_decisions(plans, rng, 2000)
     model = learn_lines(lines, MemoryStore(), DEFAULT_VW_ARGS).model_bytes("default")
     return model, samples
 

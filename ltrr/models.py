@@ -200,6 +200,7 @@ def publish_model(
         producer = KafkaProducer(
             bootstrap_servers=settings.broker,
             acks="all",
+            allow_auto_create_topics=False,
             max_request_size=settings.max_message_bytes,
             **(security if security is not None else kafka_python_kwargs(settings)),
         )

@@ -211,7 +211,9 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
         settings = Settings(broker=broker.bootstrap, partitions=2)
         topics = Topics.from_settings(settings)
         create_topics(broker.bootstrap, topics.all())
-        producer = KafkaProducer(bootstrap_servers=[broker.bootstrap], linger_ms=20)
+        producer = KafkaProducer(
+            bootstrap_servers=[broker.bootstrap], linger_ms=20, allow_auto_create_topics=False
+        )
         stack.callback(producer.close)
 
         def publish(entity: Mapping[str, Any]) -> None:
@@ -268,7 +270,9 @@ def remote_stack(args: argparse.Namespace) -> Iterator[Stack]:
         return
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=args.broker.split(","), linger_ms=20)
+    producer = KafkaProducer(
+        bootstrap_servers=args.broker.split(","), linger_ms=20, allow_auto_create_topics=False
+    )
     topic = args.topic_prefix + "catalog"
 
     def publish(entity: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ import faust
 from faust.worker import Worker
 
 from ltrr.agents.loop import register_learning_loop
-from ltrr.streams.admin import create_topics
+from ltrr.streams.admin import check_copartitioned, create_topics
 from ltrr.streams.app import create_app
 from ltrr.streams.health import Health
 from ltrr.streams.security import describe, kafka_python_kwargs
@@ -39,6 +39,7 @@ def run_worker(settings: Settings) -> None:
         security=kafka_python_kwargs(settings),
     )
     log.info("topics: %s", outcome)
+    check_copartitioned(outcome, [topics.impressions.name, topics.actions.name])
     app = build_worker_app(settings)
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

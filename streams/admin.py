@@ -150,14 +150,26 @@ def create_topics(
     replication_factor: int = 1,
     security: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Create each topic that does not exist yet; returns name -> ``created`` | ``exists``."""
+    """Create each topic that does not exist yet; returns name -> ``created`` | ``exists``
+    (or ``exists with N partitions, expected M``).
+
+    ``check_copartitioned`` refuses an outcome where topics that must share a partition
+    count (impressions and actions) do not have the configured one.
+    """
+    specs = list(specs)
     client = admin_client(bootstrap, security=security)
     try:
         existing = set(client.list_topics())
         outcome: dict[str, str] = {}
+        counts = _partition_counts(client, [s.name for s in specs if s.name in existing])
         for spec in specs:
             if spec.name in existing:
-                outcome[spec.name] = "exists"
+                found = counts.get(spec.name)
+                outcome[spec.name] = (
+                    "exists"
+                    if found in (None, spec.partitions)
+                    else f"exists with {found} partitions, expected {spec.partitions}"
+                )
                 continue
             topic = NewTopic(
                 name=spec.name,
@@ -175,6 +187,29 @@ def create_topics(
         return outcome
     finally:
         client.close()
+
+
+def _partition_counts(client: Any, names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    try:
+        described = client.describe_topics(names)
+    except KafkaError:
+        return {}
+    return {d.get("name") or d["topic"]: len(d.get("partitions") or []) for d in described}
+
+
+def check_copartitioned(outcome: Mapping[str, str], names: Iterable[str]) -> None:
+    """Refuse to run on co-partitioned topics whose partition counts differ."""
+    wrong = {n: outcome[n] for n in names if outcome.get(n, "").startswith("exists with")}
+    if wrong:
+        details = "; ".join(f"{n}: {state}" for n, state in wrong.items())
+        raise BrokerError(
+            f"topics exist with other partition counts than configured ({details}). "
+            "Impressions and actions must have the same count for the join: recreate them "
+            "(ltrr topics create) or set --partitions to what they have. A topic created by a "
+            "client's metadata request (auto-creation) has 1 partition."
+        )
 
 
 def list_topics(bootstrap: str, *, security: Mapping[str, Any] | None = None) -> list[str]:

@@ -346,7 +346,9 @@ def _server_properties(
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true",
+        # ltrr creates its topics with the right partition counts; a client must never
+        # create one by asking for its metadata (it would get 1 partition).
+        "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
         "message.max.bytes": str(MAX_MESSAGE_BYTES),
         "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
@@ -400,6 +402,24 @@ def _find_java() -> str:
 
 
 # --------------------------------------------------------------------------- broker
+
+
+def _kept_ports(config: Path) -> tuple[int | None, int | None]:
+    """(client port, controller port) of a kept workdir's previous run, so a restarted
+    broker listens where its clients and its own KRaft quorum expect it."""
+    if not config.is_file():
+        return None, None
+    client = controller = None
+    for line in config.read_text().splitlines():
+        if line.startswith("listeners="):
+            for listener in line.split("=", 1)[1].split(","):
+                name, _, address = listener.partition("://")
+                port = int(address.rsplit(":", 1)[1])
+                if name == "CONTROLLER":
+                    controller = port
+                else:
+                    client = port
+    return client, controller
 
 
 class ApacheKafka:
@@ -472,8 +492,9 @@ class ApacheKafka:
         libs = fetch_kafka(self.version, self.cache_dir)
         java = _find_java()
         workdir = self._prepare_workdir()
-        port = self.port or free_port()
-        self.controller_port = free_port()
+        kept = _kept_ports(workdir / "server.properties")
+        port = self.port or kept[0] or free_port()
+        self.controller_port = kept[1] or free_port()
         while self.controller_port == port:
             self.controller_port = free_port()
         config = self._write_config(workdir, port, self.controller_port)

@@ -46,6 +46,23 @@ def _broken(i: int) -> list[tuple[str, bytes | None, bytes | None, str]]:
         ("impressions", k, orjson.dumps(impression(iid, query="x" * MAX_EVENT_BYTES)), "oversized"),
         ("actions", b"someone-else", orjson.dumps(action(f"a{i}", iid)), "bad_key"),
         ("actions", k, None, "not_json"),
+        # Valid by the schema, poison for an event-time join: the year 10000 (refused by the
+        # schema), far in the future, long past; a chosen plan logged with p = 1e-300.
+        (
+            "impressions",
+            k,
+            orjson.dumps(impression(iid, timestamp_ms=253402300800000)),
+            "invalid_value",
+        ),
+        ("impressions", k, orjson.dumps(impression(iid, timestamp_ms=10**15)), "invalid_value"),
+        ("actions", k, orjson.dumps(action(f"a{i}", iid, timestamp_ms=10**13)), "invalid_value"),
+        ("actions", k, orjson.dumps(action(f"a{i}", iid, timestamp_ms=1000)), "invalid_value"),
+        (
+            "impressions",
+            k,
+            orjson.dumps(impression(iid, n_plans=2, chosen=1, pmf=[1 - 1e-300, 1e-300])),
+            "invalid_value",
+        ),
     ]
 
 

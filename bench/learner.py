@@ -1,0 +1,206 @@
+"""Benchmark of the learning loop; prints one JSON object. Ratios are the result; absolute
+numbers are context (they depend on what else the machine is doing).
+
+Measured in one run, on the same examples:
+  1. learner throughput, examples/s, in alternating rounds (min and max over rounds):
+     * ``cli``: vowpal-wabbit-next's CLI driver, ``--dsjson`` over a file, same VW arguments;
+     * ``plain``: ``DSJsonFormatParser.parse_json`` + ``learn_one`` per line;
+     * ``ltrr``: the worker's learner (``Learners.learn`` with offsets, a checkpoint every
+       1,000 examples as the worker does), the code behind ``ltrr learn-offline``;
+     and ``ltrr / cli``, ``ltrr / plain``.
+  2. (``--backlog N``, default 50000; 0 skips) end to end on a real broker: N impressions and
+     their actions are produced first, then one ``ltrr worker`` starts on them; impressions/s
+     until every reward is learned, orphaned actions, impressions closed with the default
+     reward, and the worker's peak RSS (VmHWM).
+
+Usage: python bench/learner.py [--examples 25000] [--rounds 3] [--backlog 50000]
+                               [--broker tansu|kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import vowpal_wabbit_next as vw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve import NAMES, synthetic_decisions  # noqa: E402
+
+from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners, workspace  # noqa: E402
+from ltrr.retrieval.plans import default_plans  # noqa: E402
+from ltrr.state.store import MemoryStore  # noqa: E402
+
+
+def rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1)
+
+
+def run_cli(path: Path, args: tuple[str, ...], n: int) -> float:
+    started = time.perf_counter()
+    vw.run_cli_driver([*args, "--dsjson", "-d", str(path), "--quiet"], onethread=True)
+    return rate(n, time.perf_counter() - started)
+
+
+def run_plain(lines: list[bytes], args: tuple[str, ...]) -> float:
+    ws = workspace(args)
+    parser = vw.DSJsonFormatParser(ws)
+    started = time.perf_counter()
+    for line in lines:
+        ws.learn_one(parser.parse_json(line.decode()))
+    return rate(len(lines), time.perf_counter() - started)
+
+
+def run_ltrr(lines: list[bytes], args: tuple[str, ...]) -> float:
+    learners = Learners(MemoryStore(), args)
+    started = time.perf_counter()
+    for offset, line in enumerate(lines):
+        learners.learn(line, 0, offset)
+        if offset % 1000 == 999:
+            learners.checkpoint()
+    learners.checkpoint()
+    return rate(len(lines), time.perf_counter() - started)
+
+
+def learner_throughput(n: int, rounds: int) -> dict[str, Any]:
+    plans = default_plans(NAMES)
+    lines, _ = synthetic_decisions(plans, random.Random(3), n)
+    args = DEFAULT_VW_ARGS
+    results: dict[str, list[float]] = {"cli": [], "plain": [], "ltrr": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rewards.json"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        for r in range(rounds):
+            print(f"learner round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+            results["cli"].append(run_cli(path, args, n))
+            results["plain"].append(run_plain(lines, args))
+            results["ltrr"].append(run_ltrr(lines, args))
+    best = {k: max(v) for k, v in results.items()}
+    return {
+        "examples": n,
+        "plans": len(plans),
+        "vw_args": list(args),
+        "examples_per_s": {k: {"min": min(v), "max": max(v)} for k, v in results.items()},
+        "ltrr_over_cli": round(best["ltrr"] / best["cli"], 3),
+        "ltrr_over_plain": round(best["ltrr"] / best["plain"], 3),
+        "plain_over_cli": round(best["plain"] / best["cli"], 3),
+    }
+
+
+def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
+    from kafka import KafkaProducer
+
+    from ltrr.processes import WorkerProcess
+    from ltrr.streams.admin import create_topics
+    from ltrr.streams.brokers.kafka import ApacheKafka
+    from ltrr.streams.brokers.tansu import TansuBroker
+    from ltrr.streams.scrape import scrape, total
+    from ltrr.streams.settings import Settings
+    from ltrr.streams.topics import Topics
+    from tests.events import action, impression
+
+    broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()
+    with tempfile.TemporaryDirectory() as tmp, broker:
+        bootstrap = broker.start() if broker_kind == "tansu" else broker.bootstrap
+        prefix = "bench."
+        settings = Settings(broker=bootstrap, topic_prefix=prefix, partitions=4)
+        create_topics(bootstrap, Topics.from_settings(settings).all())
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+        rng = random.Random(9)
+        start_ms = int(time.time() * 1000) - 600_000  # a backlog: the last ten minutes
+        sent_actions = 0
+        print(f"producing {n} impressions and their actions", file=sys.stderr, flush=True)
+        for i in range(n):
+            iid = f"i{i}"
+            ts = start_ms + i * 600_000 // n
+            imp = impression(iid, timestamp_ms=ts, chosen=rng.randrange(5))
+            key = iid.encode()
+            producer.send(prefix + "impressions", key=key, value=orjson.dumps(imp))
+            for j in range(rng.choice([0, 1, 2, 3])):
+                act = action(f"{iid}-{j}", iid, timestamp_ms=ts + 1000 * (j + 1), type="click")
+                producer.send(prefix + "actions", key=key, value=orjson.dumps(act))
+                sent_actions += 1
+        producer.flush()
+        worker = WorkerProcess(
+            "--broker",
+            bootstrap,
+            "--topic-prefix",
+            prefix,
+            "--partitions",
+            "4",
+            "--data-dir",
+            str(Path(tmp) / "data"),
+            "--reward-window-s",
+            "5",
+            "--join-tick-s",
+            "0.5",
+            "--event-delay-s",
+            "5",
+            log_path=Path(tmp) / "worker.log",
+        )
+        started = time.perf_counter()
+        peak = 0.0
+        with worker:
+            learned = 0.0
+            metrics: dict[str, Any] = {}
+            while learned < n and time.perf_counter() - started < 3600:
+                time.sleep(2)
+                metrics = scrape(worker.url)
+                learned = total(metrics, "ltrr_learner_examples_total", verdict="learned")
+                peak = max(peak, _vm_hwm_mb(worker.proc.pid if worker.proc else 0))
+                print(f"learned {learned:.0f}/{n}", file=sys.stderr, flush=True)
+            elapsed = time.perf_counter() - started
+            orphans = total(metrics, "ltrr_orphan_actions_total")
+            defaults = total(metrics, "ltrr_join_events_total", outcome="closed_default")
+        per_s = rate(int(learned), elapsed)
+        return {
+            "broker": broker_kind,
+            "impressions": n,
+            "actions": sent_actions,
+            "learned": int(learned),
+            "seconds": round(elapsed, 1),
+            "impressions_per_s": per_s,
+            "over_learner_alone": round(per_s / learner_rate, 3),
+            "orphaned_actions": int(orphans),
+            "closed_with_default_reward": int(defaults),
+            "worker_peak_rss_mb": round(peak, 1),
+        }
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=25_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=50_000, help="0 skips end to end")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"learner": learner_throughput(args.examples, args.rounds)}
+    if args.backlog:
+        best = result["learner"]["examples_per_s"]["ltrr"]["max"]
+        result["end_to_end"] = end_to_end(args.backlog, args.broker, best)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
