@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,10 +60,14 @@ def _plans() -> list[dict[str, object]]:
 
 
 def traffic(
-    n: int, *, seed: int = 7, broken_share: float = 0.05, start_ms: int = 1_795_000_000_000
+    n: int, *, seed: int = 7, broken_share: float = 0.05, start_ms: int | None = None
 ) -> Iterator[Produced]:
-    """``n`` impressions, each followed by 0-2 actions; about ``broken_share`` of them broken."""
+    """``n`` impressions, each followed by 0-2 actions; about ``broken_share`` of them broken.
+    Event time starts at ``start_ms`` (default: now; the worker refuses events far from its
+    clock)."""
     rng = random.Random(seed)
+    if start_ms is None:
+        start_ms = int(time.time() * 1000)
     plans = _plans()
     for i in range(n):
         iid = f"imp-{seed}-{i}"
