@@ -18,17 +18,17 @@ def test_aiokafka_clients_do_not_create_missing_topics(bootstrap: str, prefix: s
     async def touch() -> None:
         consumer = AIOKafkaConsumer(missing, bootstrap_servers=bootstrap)
         with contextlib.suppress(Exception):  # the broker may answer "unknown topic"
-            await consumer.start()
+            await asyncio.wait_for(consumer.start(), 5)
             await asyncio.sleep(2)
         with contextlib.suppress(Exception):
-            await consumer.stop()
+            await asyncio.wait_for(consumer.stop(), 5)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000)
         await producer.start()
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.send_and_wait(missing, b"x"), 5)
         finally:
-            await producer.stop()
+            await asyncio.wait_for(producer.stop(), 10)
 
     asyncio.run(touch())
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
