@@ -17,18 +17,25 @@ broker acknowledged them. A crash therefore loses nothing; it may resend an entr
 learner deduplicates by EventId. A window that cannot be closed (its reward cannot be built)
 is dead-lettered with the impression's bytes; the others close as usual.
 
-Store layout (keys are bytes):
-  ``imp/<id>``                open or closed impression: the event, its actions, deadlines
-  ``orph/<id>``               actions waiting for their impression
-  ``due/<p>/<ms>/<k>/<id>``   deadline index per partition p (5 digits), event-time ms (16
-                              digits), k = i (window close), o (orphan expiry), g (forget)
-  ``out/<seq>``               outbox entries; ``meta/seq`` the next sequence number
+State is kept per join partition p, under ``j/<p>/`` (p in 5 digits), so that it can move
+with its partition: every write is also recorded as a *change* (key, value or None) that the
+worker sends to partition p of the join changelog topic; a worker that is assigned p replays
+that changelog (``restore``) before it touches p. ``meta/changelog`` (local only) is the next
+changelog offset already replayed.
+
+Store layout under ``j/<p>/`` (keys are bytes):
+  ``imp/<id>``             open or closed impression: the event, its actions, deadlines
+  ``orph/<id>``            actions waiting for their impression
+  ``due/<ms>/<k>/<id>``    deadline index: event-time ms (16 digits), k = i (window close),
+                           o (orphan expiry), g (forget)
+  ``out/<seq>``            outbox entries; ``meta/seq`` the next sequence number
+  ``meta/changelog``       the next changelog offset replayed into this store (not replicated)
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,16 +103,29 @@ class Effect:
     verdict: str  # opened | joined | duplicate | late | buffered | closed | ...
 
 
-def _k(*parts: str) -> bytes:
-    return "/".join(parts).encode()
+def _base(partition: int) -> str:
+    return f"j/{partition:05d}/"
 
 
-def _due_prefix(partition: int) -> bytes:
-    return f"due/{partition:05d}/".encode()
+def _k(partition: int, *parts: str) -> bytes:
+    return (_base(partition) + "/".join(parts)).encode()
 
 
 def _due(partition: int, ms: int, kind: str, iid: str) -> bytes:
-    return f"due/{partition:05d}/{max(0, ms):016d}/{kind}/{iid}".encode()
+    return _k(partition, "due", f"{max(0, ms):016d}", kind, iid)
+
+
+#: Local-only keys: never sent to the changelog.
+_LOCAL = b"meta/changelog"
+
+
+@dataclass
+class _Partition:
+    """What the joiner keeps in memory about one partition's stored state."""
+
+    seq: int
+    out_from: bytes
+    pending: int
 
 
 class Joiner:
@@ -115,35 +135,45 @@ class Joiner:
         self.store = store
         self.join = join
         self.reward = reward
-        raw_seq = store.get(b"meta/seq")
-        self._seq = int(raw_seq) if raw_seq else 0
-        # The lowest outbox key that may still exist: scans start there, not at the
-        # tombstones of entries already sent.
-        first = next(iter(store.scan(b"out/")), None)
-        self._out_from = first[0] if first else f"out/{self._seq:020d}".encode()
-        # Counted once here, then kept by _write: a scrape must not scan the state.
-        self._pending = sum(1 for _ in store.scan(b"due/"))
+        self._parts: dict[int, _Partition] = {}
+        #: Writes not yet handed to the changelog, per partition, in order.
+        self._changes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+
+    def _part(self, partition: int) -> _Partition:
+        """The partition's counters, read from the store the first time it is touched."""
+        part = self._parts.get(partition)
+        if part is None:
+            raw_seq = self.store.get(_k(partition, "meta", "seq"))
+            seq = int(raw_seq) if raw_seq else 0
+            # The lowest outbox key that may still exist: scans start there, not at the
+            # tombstones of entries already sent.
+            first = next(iter(self.store.scan(_k(partition, "out/"))), None)
+            out_from = first[0] if first else _k(partition, "out", f"{seq:020d}")
+            # Counted once here, then kept by _write: a scrape must not scan the state.
+            pending = sum(1 for _ in self.store.scan(_k(partition, "due/")))
+            part = self._parts[partition] = _Partition(seq, out_from, pending)
+        return part
 
     # -- inputs ---------------------------------------------------------------------------
 
     def on_impression(self, impression: dict[str, Any], source: Source) -> Effect:
         iid = impression["impression_id"]
-        if self.store.get(_k("imp", iid)) is not None:
-            return Effect("duplicate_impression")
         p = source.partition
+        if self.store.get(_k(p, "imp", iid)) is not None:
+            return Effect("duplicate_impression")
         start = impression["timestamp_ms"]
         deadline = start + self.join.window_ms
         batch: dict[bytes, bytes | None] = {}
         actions: list[dict[str, Any]] = []
         late: list[dict[str, Any]] = []
-        orphan_raw = self.store.get(_k("orph", iid))
+        orphan_raw = self.store.get(_k(p, "orph", iid))
         if orphan_raw is not None:
             orphan = orjson.loads(orphan_raw)
             for entry in orphan["entries"]:
                 act = entry["action"]
                 (late if act["timestamp_ms"] >= deadline else actions).append(act)
-            batch[_k("orph", iid)] = None
-            batch[_due(orphan["partition"], orphan["deadline"], "o", iid)] = None
+            batch[_k(p, "orph", iid)] = None
+            batch[_due(p, orphan["deadline"], "o", iid)] = None
         record = {
             "impression": impression,
             "partition": p,
@@ -155,14 +185,15 @@ class Joiner:
         }
         batch[_due(p, deadline, "i", iid)] = b""
         for act in late:  # early in arrival, but after the window in event time
-            self._late_reward(record, act, batch)
-        batch[_k("imp", iid)] = orjson.dumps(record)
-        self._write(batch)
+            self._late_reward(p, record, act, batch)
+        batch[_k(p, "imp", iid)] = orjson.dumps(record)
+        self._write(p, batch)
         return Effect("opened_with_early_actions" if actions or late else "opened")
 
     def on_action(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
-        raw = self.store.get(_k("imp", iid))
+        p = source.partition
+        raw = self.store.get(_k(p, "imp", iid))
         if raw is None:
             return self._buffer_orphan(action, source)
         record = orjson.loads(raw)
@@ -171,44 +202,48 @@ class Joiner:
             return Effect("duplicate")
         if not record["closed"] and action["timestamp_ms"] < record["deadline"]:
             record["actions"].append(action)
-            self.store.write({_k("imp", iid): orjson.dumps(record)})
+            self._write(p, {_k(p, "imp", iid): orjson.dumps(record)})
             return Effect("joined")
         record["late_ids"].append(action["action_id"])
         batch: dict[bytes, bytes | None] = {}
-        self._late_reward(record, action, batch)
-        batch[_k("imp", iid)] = orjson.dumps(record)
-        self._write(batch)
+        self._late_reward(p, record, action, batch)
+        batch[_k(p, "imp", iid)] = orjson.dumps(record)
+        self._write(p, batch)
         return Effect("late")
 
     def _late_reward(
-        self, record: dict[str, Any], action: dict[str, Any], batch: dict[bytes, bytes | None]
+        self,
+        p: int,
+        record: dict[str, Any],
+        action: dict[str, Any],
+        batch: dict[bytes, bytes | None],
     ) -> None:
         impression = SearchImpression.from_dict(record["impression"])
         acted = [UserAction.from_dict(action)]
         outcome = compute_reward(acted, self.reward)
         event = reward_event(impression, outcome.reward, acted, late=True)
         self._outbox(
-            batch, "rewards", impression.model_name.encode(), orjson.dumps(event), "late_reward"
+            p, batch, "rewards", impression.model_name.encode(), orjson.dumps(event), "late_reward"
         )
 
     def _buffer_orphan(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
-        raw = self.store.get(_k("orph", iid))
+        p = source.partition
+        raw = self.store.get(_k(p, "orph", iid))
         batch: dict[bytes, bytes | None] = {}
         if raw is None:
             orphan: dict[str, Any] = {
-                "partition": source.partition,
                 "deadline": action["timestamp_ms"] + self.join.window_ms,
                 "entries": [],
             }
-            batch[_due(source.partition, orphan["deadline"], "o", iid)] = b""
+            batch[_due(p, orphan["deadline"], "o", iid)] = b""
         else:
             orphan = orjson.loads(raw)
             if any(e["action"]["action_id"] == action["action_id"] for e in orphan["entries"]):
                 return Effect("duplicate")
         orphan["entries"].append({"action": action, "source": source.as_dict()})
-        batch[_k("orph", iid)] = orjson.dumps(orphan)
-        self._write(batch)
+        batch[_k(p, "orph", iid)] = orjson.dumps(orphan)
+        self._write(p, batch)
         return Effect("buffered")
 
     # -- time -----------------------------------------------------------------------------
@@ -219,31 +254,29 @@ class Joiner:
         """Close the windows and orphan buffers of each partition whose deadline its
         watermark (event time) has reached; at most ``limit`` deadlines in one atomic write
         (call again while it returns ``limit`` effects or more)."""
-        batch: dict[bytes, bytes | None] = {}
         effects: list[Effect] = []
         handled = 0
-        for partition, watermark in sorted(watermarks.items()):
-            for key, _ in self.store.scan(_due_prefix(partition)):
-                _, _, ms, kind, iid = key.decode().split("/", 4)
+        for p, watermark in sorted(watermarks.items()):
+            batch: dict[bytes, bytes | None] = {}
+            for key, _ in self.store.scan(_k(p, "due/")):
+                _, _, _, ms, kind, iid = key.decode().split("/", 5)
                 if int(ms) > watermark or handled >= limit:
                     break
                 handled += 1
                 batch[key] = None
                 if kind == "i":
-                    effects.append(self._close(iid, partition, now_ms, batch))
+                    effects.append(self._close(p, iid, now_ms, batch))
                 elif kind == "o":
-                    effects.extend(self._expire_orphans(iid, now_ms, batch))
+                    effects.extend(self._expire_orphans(p, iid, now_ms, batch))
                 else:
-                    batch[_k("imp", iid)] = None
+                    batch[_k(p, "imp", iid)] = None
                     effects.append(Effect("forgotten"))
-        if batch:
-            self._write(batch)
+            if batch:
+                self._write(p, batch)
         return effects
 
-    def _close(
-        self, iid: str, partition: int, now_ms: int, batch: dict[bytes, bytes | None]
-    ) -> Effect:
-        raw = self.store.get(_k("imp", iid))
+    def _close(self, p: int, iid: str, now_ms: int, batch: dict[bytes, bytes | None]) -> Effect:
+        raw = self.store.get(_k(p, "imp", iid))
         if raw is None:
             return Effect("missing")
         record = orjson.loads(raw)
@@ -256,16 +289,17 @@ class Joiner:
             )
             value = orjson.dumps(event)
         except Exception as exc:  # one window that cannot close must not stop the others
-            return self._fail_window(iid, record, exc, now_ms, batch)
+            return self._fail_window(p, iid, record, exc, now_ms, batch)
         record["closed"] = True
         forget_at = record["deadline"] + self.join.late_horizon_ms
-        batch[_k("imp", iid)] = orjson.dumps(record)
-        batch[_due(partition, forget_at, "g", iid)] = b""
-        self._outbox(batch, "rewards", impression.model_name.encode(), value, "reward")
+        batch[_k(p, "imp", iid)] = orjson.dumps(record)
+        batch[_due(p, forget_at, "g", iid)] = b""
+        self._outbox(p, batch, "rewards", impression.model_name.encode(), value, "reward")
         return Effect("closed_default" if outcome.default else "closed")
 
     def _fail_window(
         self,
+        p: int,
         iid: str,
         record: dict[str, Any],
         exc: Exception,
@@ -280,23 +314,23 @@ class Joiner:
             ),
             orjson.dumps(record["impression"]),
             topic="impressions",
-            partition=record.get("partition", 0),
+            partition=p,
             offset=record.get("offset", -1),
             timestamp_ms=None,
             key=iid.encode(),
             now_ms=now_ms,
         )
-        batch[_k("imp", iid)] = None
-        self._outbox(batch, "dlq", iid.encode(), orjson.dumps(letter), "join_failed")
+        batch[_k(p, "imp", iid)] = None
+        self._outbox(p, batch, "dlq", iid.encode(), orjson.dumps(letter), "join_failed")
         return Effect("failed")
 
     def _expire_orphans(
-        self, iid: str, now_ms: int, batch: dict[bytes, bytes | None]
+        self, p: int, iid: str, now_ms: int, batch: dict[bytes, bytes | None]
     ) -> list[Effect]:
-        raw = self.store.get(_k("orph", iid))
+        raw = self.store.get(_k(p, "orph", iid))
         if raw is None:
             return []
-        batch[_k("orph", iid)] = None
+        batch[_k(p, "orph", iid)] = None
         effects = []
         for entry in orjson.loads(raw)["entries"]:
             src = entry["source"]
@@ -315,23 +349,31 @@ class Joiner:
                 key=_unb64(src["key"]) if src["key"] is not None else None,
                 now_ms=now_ms,
             )
-            self._outbox(batch, "dlq", iid.encode(), orjson.dumps(letter), "orphan_action")
+            self._outbox(p, batch, "dlq", iid.encode(), orjson.dumps(letter), "orphan_action")
             effects.append(Effect("orphan"))
         return effects
 
     # -- outbox ---------------------------------------------------------------------------
 
     def _outbox(
-        self, batch: dict[bytes, bytes | None], topic: str, key: bytes, value: bytes, kind: str
+        self,
+        p: int,
+        batch: dict[bytes, bytes | None],
+        topic: str,
+        key: bytes,
+        value: bytes,
+        kind: str,
     ) -> None:
+        part = self._part(p)
         entry = {"topic": topic, "key": _b64(key), "value": _b64(value), "kind": kind}
-        batch[f"out/{self._seq:020d}".encode()] = orjson.dumps(entry)
-        self._seq += 1
-        batch[b"meta/seq"] = str(self._seq).encode()
+        batch[_k(p, "out", f"{part.seq:020d}")] = orjson.dumps(entry)
+        part.seq += 1
+        batch[_k(p, "meta", "seq")] = str(part.seq).encode()
 
-    def outbox(self, limit: int | None = None) -> Iterator[Outgoing]:
-        """Pending outgoing messages, oldest first (at most ``limit``)."""
-        for n, (key, raw) in enumerate(self.store.scan(b"out/", start=self._out_from)):
+    def outbox(self, partition: int, limit: int | None = None) -> Iterator[Outgoing]:
+        """Pending outgoing messages of ``partition``, oldest first (at most ``limit``)."""
+        start = self._part(partition).out_from
+        for n, (key, raw) in enumerate(self.store.scan(_k(partition, "out/"), start=start)):
             if limit is not None and n >= limit:
                 return
             entry = orjson.loads(raw)
@@ -345,30 +387,63 @@ class Joiner:
                 "invalid_value" if kind == "join_failed" else kind,
             )
 
-    def sent(self, entries: Outgoing | list[Outgoing]) -> None:
-        """The broker acknowledged ``entries`` (oldest first): forget them."""
+    def sent(self, partition: int, entries: Outgoing | list[Outgoing]) -> None:
+        """The broker acknowledged ``entries`` of ``partition`` (oldest first): forget them."""
         done = [entries] if isinstance(entries, Outgoing) else entries
         if not done:
             return
-        self.store.write(dict.fromkeys((e.seq_key for e in done), None))
+        self._write(partition, dict.fromkeys((e.seq_key for e in done), None))
+        part = self._part(partition)
         last = max(e.seq_key for e in done)
-        if last >= self._out_from:
-            self._out_from = last + b"\x00"
+        if last >= part.out_from:
+            part.out_from = last + b"\x00"
+
+    # -- changelog ------------------------------------------------------------------------
+
+    def take_changes(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """Writes since the last call, per partition, in order: for the join changelog."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def changelog_position(self, partition: int) -> int:
+        """The next changelog offset of ``partition`` already replayed into this store."""
+        raw = self.store.get(_k(partition, "meta", "changelog"))
+        return int(raw) if raw else 0
+
+    def restore(
+        self, partition: int, rows: Iterable[tuple[bytes, bytes | None]], next_offset: int
+    ) -> int:
+        """Apply changelog ``rows`` (key, value or None) of ``partition`` and remember
+        ``next_offset`` in the same atomic write; returns how many rows applied. Rows of other
+        partitions or of local-only keys are ignored."""
+        prefix = _base(partition).encode()
+        batch: dict[bytes, bytes | None] = {
+            key: value for key, value in rows if key.startswith(prefix) and not key.endswith(_LOCAL)
+        }
+        batch[_k(partition, "meta", "changelog")] = str(next_offset).encode()
+        self.store.write(batch)
+        self._parts.pop(partition, None)  # counters are re-read from the restored state
+        return len(batch) - 1
 
     def open_windows(self) -> int:
-        """Number of pending deadlines (windows, orphan buffers, late horizons)."""
-        return self._pending
+        """Number of pending deadlines (windows, orphan buffers, late horizons) of the
+        partitions touched since start."""
+        return sum(part.pending for part in self._parts.values())
 
-    def _write(self, batch: dict[bytes, bytes | None]) -> None:
-        """Write ``batch`` atomically, then count the deadlines it adds and removes.
+    def _write(self, p: int, batch: dict[bytes, bytes | None]) -> None:
+        """Write ``batch`` (keys of partition ``p``) atomically, record it for the changelog,
+        then count the deadlines it adds and removes.
 
         A deadline key is written once when it is created and deleted once when it is due,
         so the count stays equal to the number of ``due/`` keys in the store.
         """
+        part = self._part(p)  # read before the write, so the batch is counted once
         self.store.write(batch)
+        self._changes.setdefault(p, []).extend(batch.items())
+        due = _k(p, "due/")
         for key, value in batch.items():
-            if key.startswith(b"due/"):
-                self._pending += 1 if value is not None else -1
+            if key.startswith(due):
+                part.pending += 1 if value is not None else -1
 
 
 def _b64(data: bytes | None) -> str | None:

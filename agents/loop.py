@@ -34,7 +34,7 @@ from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
 from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
 from ltrr.state.store import Batch, RocksStore, Store
-from ltrr.streams.follow import follow
+from ltrr.streams.follow import follow, read_partition
 from ltrr.streams.health import Health
 from ltrr.streams.logs import ThrottledLog
 from ltrr.streams.security import aiokafka_kwargs
@@ -251,13 +251,108 @@ def register_learning_loop(
             message.value,
         )
 
+    # -- join state follows its partition ---------------------------------------------------
+
+    join_changelog = app.topic(
+        topics.join_changelog.name, partitions=topics.join_changelog.partitions
+    )
+    #: Join partitions this worker owns; each event is set once its state was restored.
+    owned: dict[int, asyncio.Event] = {}
+    restoring: set[asyncio.Task[None]] = set()
+
+    def take(partition: int) -> asyncio.Event:
+        """Own ``partition``: restore its state in the background; returns its event."""
+        done = owned[partition] = asyncio.Event()
+        task = asyncio.ensure_future(restore(partition, done))
+        restoring.add(task)
+        task.add_done_callback(restoring.discard)
+        return done
+
+    async def restore(partition: int, done: asyncio.Event) -> None:
+        """Replay the changelog of ``partition`` into the local store, then let the join
+        touch it. Retries until it succeeds or the partition is taken away."""
+        started = time.perf_counter()
+        applied = 0
+
+        def apply(records: list[Any]) -> None:
+            nonlocal applied
+            rows = [(r.key, r.value) for r in records]
+            applied += parts.joiner.restore(partition, rows, records[-1].offset + 1)
+
+        while owned.get(partition) is done:
+            try:
+                end = await read_partition(
+                    settings.broker,
+                    topics.join_changelog.name,
+                    partition,
+                    parts.joiner.changelog_position(partition),
+                    apply,
+                    settings.max_message_bytes + 1024 * 1024,
+                    aiokafka_kwargs(settings),
+                )
+                parts.joiner.restore(partition, [], end)
+                done.set()
+                m.JOIN_RESTORES.inc()
+                m.JOIN_RESTORE_ROWS.inc(applied)
+                log.info(
+                    "join partition %d restored: %d changelog rows in %.1f s (offset %d)",
+                    partition,
+                    applied,
+                    time.perf_counter() - started,
+                    end,
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                m.LOOP_ERRORS.labels("restore").inc()
+                errors.report(f"restoring join partition {partition} failed; retrying", exc)
+                await asyncio.sleep(2.0)
+
+    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == topics.impressions.name}
+        for partition in set(owned) - mine:  # moved elsewhere: never emit for it again
+            del owned[partition]
+            marks.forget([partition])
+        for partition in mine - set(owned):
+            take(partition)
+
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    async def ready(partition: int) -> None:
+        done = owned.get(partition)
+        if done is None:  # delivered before the assignment signal: own it now
+            done = take(partition)
+        await done.wait()
+
+    async def send_changes() -> None:
+        """Hand the join's writes to the changelog (the producer batches them; Faust flushes
+        the producer before it commits the input offsets that caused them)."""
+        for partition, rows in parts.joiner.take_changes().items():
+            for key, value in rows:
+                await join_changelog.send(key=key, value=value, partition=partition)
+
+    health.check(
+        "join_restore",
+        lambda: (
+            "restoring join state of partitions "
+            + ", ".join(str(p) for p, done in sorted(owned.items()) if not done.is_set())
+            if any(not done.is_set() for done in owned.values())
+            else None
+        ),
+    )
+
     async def on_impression(event: dict[str, Any], message: Any) -> None:
+        await ready(message.partition)
         m.JOIN_EVENTS.labels(parts.joiner.on_impression(event, source(message)).verdict).inc()
         marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
+        await send_changes()
 
     async def on_action(event: dict[str, Any], message: Any) -> None:
+        await ready(message.partition)
         effect = parts.joiner.on_action(event, source(message))
         marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
+        await send_changes()
         m.JOIN_EVENTS.labels(effect.verdict).inc()
         if effect.verdict == "late":
             m.LATE_ACTIONS.inc()
@@ -269,7 +364,18 @@ def register_learning_loop(
         """Send the outbox in chunks: every message of a chunk is handed to the producer
         (which batches them), then the acks are awaited and the chunk forgotten at once."""
         async with outbox_lock:
-            while chunk := list(parts.joiner.outbox(limit=OUTBOX_CHUNK)):
+            for partition in restored_partitions():
+                await flush_partition(partition)
+            m.OUTBOX_PENDING.set(0)
+
+    def restored_partitions() -> list[int]:
+        return sorted(p for p, done in owned.items() if done.is_set())
+
+    async def flush_partition(partition: int) -> None:
+        if True:
+            while chunk := list(parts.joiner.outbox(partition, limit=OUTBOX_CHUNK)):
+                if owned.get(partition) is None:
+                    return  # taken away meanwhile: its new owner sends the rest
                 futures = []
                 for entry in chunk:
                     topic = rewards if entry.topic == "rewards" else dlq
@@ -280,11 +386,11 @@ def register_learning_loop(
                         await topic.send(key=entry.key, value=entry.value, headers=headers)
                     )
                 await asyncio.gather(*futures)
-                parts.joiner.sent(chunk)
+                parts.joiner.sent(partition, chunk)
+                await send_changes()
                 for entry in chunk:
                     count_sent(entry)
                 m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
-            m.OUTBOX_PENDING.set(0)
 
     def count_sent(entry: Any) -> None:
         if entry.kind == "reward":
@@ -300,13 +406,12 @@ def register_learning_loop(
     async def advance_watermarks() -> dict[int, int]:
         """Ask the broker where the join's partitions end, and return their watermarks."""
         ends = await log_ends(app.consumer, 2 * LAG_INTERVAL_S, set(join_streams))
+        committed = getattr(app.consumer, "_committed_offset", {})  # Faust's, set on assignment
         now = now_ms()
-        owned = set()
-        for (topic, partition), (highwater, position) in ends.items():
-            marks.log_end(join_streams[topic], partition, highwater, position, now)
-            if topic == topics.impressions.name:
-                owned.add(partition)
-        watermarks = marks.current(owned)
+        for (topic, partition), (highwater, _) in ends.items():
+            at = committed.get((topic, partition))  # a TP is a (topic, partition) tuple
+            marks.log_end(join_streams[topic], partition, highwater, at, now)
+        watermarks = marks.current(restored_partitions())
         if watermarks:
             m.JOIN_WATERMARK_DELAY.set(max(0.0, (now - min(watermarks.values())) / 1000))
         return watermarks
@@ -321,6 +426,7 @@ def register_learning_loop(
             watermarks = await advance_watermarks()
             while True:
                 effects = parts.joiner.expire(watermarks, now_ms())
+                await send_changes()
                 for effect in effects:
                     m.JOIN_EVENTS.labels(effect.verdict).inc()
                 await flush_outbox()

@@ -58,6 +58,13 @@ JOIN_WATERMARK_DELAY = Gauge(
     "Wall-clock time minus the oldest event-time watermark of the join partitions this worker "
     "owns: how far behind the join closes windows.",
 )
+JOIN_RESTORES = Counter(
+    "ltrr_join_restores_total",
+    "Join partitions whose state this worker restored from the join changelog on assignment.",
+)
+JOIN_RESTORE_ROWS = Counter(
+    "ltrr_join_restore_rows_total", "Join changelog rows replayed into the local state."
+)
 JOIN_STATE = Gauge(
     "ltrr_join_state_entries", "Pending deadlines in the join state (windows, orphans, late)."
 )

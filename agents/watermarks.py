@@ -40,17 +40,21 @@ class Watermarks:
             self._offset[key] = offset
 
     def log_end(
-        self, stream: str, partition: int, highwater: int, position: int | None, now_ms: int
+        self, stream: str, partition: int, highwater: int, committed: int | None, now_ms: int
     ) -> bool:
         """The broker's high-water mark of ``stream``/``partition`` was ``highwater`` at
-        ``now_ms`` (and the consumer's fetch position ``position``). Returns whether the join
-        had processed everything below it."""
+        ``now_ms``; ``committed`` is the group's committed offset of it (where this worker
+        started reading it). Returns whether the join had processed everything below it.
+
+        Fetched is not processed: after an assignment the consumer may have fetched a
+        partition to its end while the join still waits to restore its state, so only offsets
+        the join processed (or the committed offset, before it processed any) count."""
         key = (stream, partition)
         processed = self._offset.get(key)
         if processed is not None:
             done = processed + 1 >= highwater
-        else:  # nothing processed since start: nothing may be waiting to be fetched either
-            done = position is not None and position >= highwater
+        else:
+            done = highwater == 0 or (committed is not None and committed >= highwater)
         if done:
             self._caught_up[key] = max(now_ms, self._caught_up.get(key, now_ms))
         return done

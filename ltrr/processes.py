@@ -46,7 +46,9 @@ class LtrrProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> LtrrProcess:
+    def start(self, wait: bool = True) -> LtrrProcess:
+        """Start the process; with ``wait``, return once it reports ready (a worker that joins
+        a group with more members than partitions may never be: it has nothing assigned)."""
         cmd = [sys.executable, "-m", "ltrr.cli", self.command, self.port_flag, str(self.port)]
         cmd += self.flags
         with self.log_path.open("ab") as out:
@@ -60,7 +62,7 @@ class LtrrProcess:
                 start_new_session=True,
             )
         deadline = time.monotonic() + self.ready_timeout_s
-        while not ready(self.url):
+        while wait and not ready(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = self.log_path.read_text("utf-8", "replace")[-3000:]
                 self.stop()

@@ -68,6 +68,56 @@ async def _follow_once(
         await consumer.stop()
 
 
+async def read_partition(
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    start: int,
+    handle: Handler,
+    max_bytes: int,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> int:
+    """Apply the records of one partition from offset ``start`` up to its end (as the broker
+    reported it when reading began) with ``handle``, a fetched batch at a time; return the
+    offset after the last record applied."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=max_bytes,
+        fetch_max_bytes=max_bytes,
+        **(client_kwargs or {}),
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        if start > end:  # the topic was recreated: everything in it is new
+            start = first
+        position = max(start, first)
+        if position >= end:
+            return position
+        consumer.seek(tp, position)
+        while position < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
+            records = [r for r in batches.get(tp, []) if r.offset < end]
+            if records:
+                result = handle(records)
+                if inspect.isawaitable(result):
+                    await result
+                position = records[-1].offset + 1
+            else:
+                position = max(position, await consumer.position(tp))
+        return position
+    finally:
+        await consumer.stop()
+
+
 async def follow(
     bootstrap: str,
     topic: str,

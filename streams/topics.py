@@ -40,6 +40,7 @@ class Topics:
     catalog: TopicSpec
     dlq: TopicSpec
     q2e: TopicSpec
+    join_changelog: TopicSpec
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -64,6 +65,11 @@ class Topics:
                 retention_ms=settings.dlq_retention_hours * HOUR_MS,
                 max_message_bytes=big,
             ),
+            # Join state changelog: partition i holds every write to join partition i (store
+            # key -> value), so the state follows its partition to whichever worker owns it.
+            join_changelog=TopicSpec(
+                f"{p}join-changelog", n, compacted=True, max_message_bytes=big
+            ),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -75,4 +81,5 @@ class Topics:
             self.catalog,
             self.dlq,
             self.q2e,
+            self.join_changelog,
         )

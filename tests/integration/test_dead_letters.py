@@ -82,8 +82,8 @@ def test_ltrr_topics_create_is_idempotent(bootstrap: str, prefix: str) -> None:
     ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
-    assert first.stdout.count("\tcreated\t") == 7
-    assert second.stdout.count("\texists\t") == 7
+    assert first.stdout.count("\tcreated\t") == 8
+    assert second.stdout.count("\texists\t") == 8
     listed = subprocess.run(
         [sys.executable, "-m", "ltrr.cli", "topics", "list", "--broker", bootstrap],
         capture_output=True,

@@ -22,21 +22,22 @@ def test_watermark_follows_the_events_read_not_the_clock() -> None:
     w.observe("actions", 0, offset=0, timestamp_ms=NOW - 50_000)
     assert w.current([0]) == {0: NOW - 60_000}  # the slower stream holds it back
     # A backlog: the log goes on far beyond what was processed; the clock does not count.
-    assert not w.log_end("impressions", 0, highwater=1000, position=1000, now_ms=NOW)
+    assert not w.log_end("impressions", 0, highwater=1000, committed=1000, now_ms=NOW)
     assert w.current([0]) == {0: NOW - 60_000}
 
 
 def test_a_quiet_partition_read_to_its_end_follows_the_clock_minus_the_delay() -> None:
     w = Watermarks(max_delay_ms=5_000)
     w.observe("impressions", 0, offset=9, timestamp_ms=NOW - 60_000)
-    assert w.log_end("impressions", 0, highwater=10, position=10, now_ms=NOW)
-    # an empty, never-read actions partition whose fetch position is at its end
-    assert w.log_end("actions", 0, highwater=0, position=0, now_ms=NOW)
+    assert w.log_end("impressions", 0, highwater=10, committed=3, now_ms=NOW)
+    # an empty, never-read actions partition
+    assert w.log_end("actions", 0, highwater=0, committed=None, now_ms=NOW)
     assert w.current([0]) == {0: NOW - 5_000}
-    # Fetched is not processed: position at the end with unprocessed messages in between
-    assert not w.log_end("actions", 1, highwater=5, position=None, now_ms=NOW)
+    # Fetched is not processed: nothing processed yet, committed below the end
+    assert not w.log_end("actions", 1, highwater=5, committed=2, now_ms=NOW)
+    assert w.log_end("actions", 1, highwater=5, committed=5, now_ms=NOW)
     w.observe("impressions", 1, offset=0, timestamp_ms=NOW)
-    assert w.current([0, 1]) == {0: NOW - 5_000}
+    assert w.current([0, 1]) == {0: NOW - 5_000, 1: NOW - 5_000}
     w.forget([0])
     assert w.current([0]) == {}
 
@@ -47,7 +48,7 @@ def test_watermarks_never_move_back() -> None:
         w.observe(s, 0, offset=5, timestamp_ms=NOW)
         w.observe(s, 0, offset=6, timestamp_ms=NOW - 30_000)  # out of order within the log
     assert w.current([0]) == {0: NOW}
-    w.log_end("impressions", 0, highwater=7, position=7, now_ms=NOW - 100_000)
+    w.log_end("impressions", 0, highwater=7, committed=None, now_ms=NOW - 100_000)
     assert w.current([0]) == {0: NOW}
 
 

@@ -52,10 +52,14 @@ def expire(j: Joiner, t: int, partition: int = 0) -> list[str]:
     return [e.verdict for e in j.expire({partition: T0 + t}, T0 + t)]
 
 
-def drain(j: Joiner) -> list[Outgoing]:
-    out = list(j.outbox())
-    j.sent(out)
+def drain(j: Joiner, partition: int = 0) -> list[Outgoing]:
+    out = list(j.outbox(partition))
+    j.sent(partition, out)
     return out
+
+
+def due_keys(store: Store) -> int:
+    return sum(1 for key, _ in store.scan(b"j/") if b"/due/" in key)
 
 
 def rewards(out: list[Outgoing]) -> dict[str, dict]:
@@ -184,7 +188,8 @@ def test_windows_close_only_on_partitions_given_a_watermark(store: Store) -> Non
     j.on_impression(imp("i0"), isrc(partition=0))
     j.on_impression(imp("i3"), isrc(partition=3))
     assert [e.verdict for e in j.expire({3: T0 + 10 * WINDOW}, T0)] == ["closed_default"]
-    assert list(rewards(drain(j))) == ["i3"]
+    assert list(rewards(drain(j, 3))) == ["i3"]
+    assert drain(j, 0) == []
     assert expire(j, WINDOW, partition=0) == ["closed_default"]
 
 
@@ -204,7 +209,7 @@ def test_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(store:
     check(Contract.DEAD_LETTER, letter)
     assert orjson.loads(original_bytes(letter))["impression_id"] == "bad"
     assert letter["source"]["offset"] == 3
-    assert store.get(b"imp/bad") is None
+    assert store.get(b"j/00000/imp/bad") is None
 
 
 def test_expire_handles_a_bounded_number_of_deadlines_per_call(store: Store) -> None:
@@ -234,9 +239,9 @@ def test_outbox_and_state_survive_a_reopen(tmp_path: Path) -> None:
     j.on_impression(imp("i1"), isrc())
     j.on_impression(imp("i2"), isrc())
     expire(j, WINDOW)
-    unsent = list(j.outbox())
-    j.sent(unsent[0])
-    assert [o.seq_key for o in j.outbox()] == [unsent[1].seq_key]
+    unsent = list(j.outbox(0))
+    j.sent(0, unsent[0])
+    assert [o.seq_key for o in j.outbox(0)] == [unsent[1].seq_key]
     first.close()
     again = RocksStore(tmp_path / "join")
     j2 = joiner(again)
@@ -246,7 +251,7 @@ def test_outbox_and_state_survive_a_reopen(tmp_path: Path) -> None:
     expire(j2, WINDOW)
     newer = drain(j2)
     assert newer[0].seq_key > unsent[1].seq_key  # sequence continues after a reopen
-    assert list(j2.outbox()) == []
+    assert list(j2.outbox(0)) == []
     again.close()
 
 
@@ -271,14 +276,53 @@ def test_pending_deadline_count_matches_the_store_through_any_sequence(tmp_path:
             j.on_action(a, src(a, step))
         else:
             expire(j, now)
-        assert j.open_windows() == sum(1 for _ in store.scan(b"due/")), step
+        assert j.open_windows() == due_keys(store), step
     assert j.open_windows() > 0
     held = j.open_windows()
     store.close()
     again = RocksStore(tmp_path / "join")
-    assert joiner(again).open_windows() == held
     j2 = joiner(again)
+    list(j2.outbox(0))  # touch partition 0: its count is read from the store
+    assert j2.open_windows() == held
     expire(j2, now + 100 * WINDOW)  # closes windows, expires orphans
     expire(j2, now + 200 * WINDOW)  # forgets closed windows after the late horizon
-    assert j2.open_windows() == 0 == sum(1 for _ in again.scan(b"due/"))
+    assert j2.open_windows() == 0 == due_keys(again)
     again.close()
+
+
+def test_state_follows_its_partition_through_the_changelog(tmp_path: Path) -> None:
+    """Worker A's writes of partition 1, replayed on worker B (the partition moved), give B
+    the same open windows, early actions, dedup memory and unsent outbox: B closes them with
+    the reward A would have emitted; A's other partitions stay out of B's store."""
+    a_store, b_store = RocksStore(tmp_path / "a"), RocksStore(tmp_path / "b")
+    a, b = joiner(a_store), joiner(b_store)
+    a.on_impression(imp("i1", 500), isrc(partition=1))
+    click = act("a1", "i1", 510, type="click")
+    a.on_action(click, src(click, partition=1))
+    early = act("a2", "i2", 520, type="like")
+    a.on_action(early, src(early, partition=1))  # its impression comes after the move
+    a.on_impression(imp("i0"), isrc(partition=0))
+    a.on_impression(imp("done"), isrc(partition=1))
+    assert [e.verdict for e in a.expire({1: T0 + WINDOW}, T0)] == ["closed_default"]
+    changelog = a.take_changes()
+    assert set(changelog) == {0, 1} and a.take_changes() == {}
+    # B is assigned partition 1: it replays the changelog (twice: replay is idempotent).
+    for _ in range(2):
+        b.restore(1, changelog[1], next_offset=len(changelog[1]))
+    assert b.changelog_position(1) == len(changelog[1])
+    assert b.on_action(click, src(click, partition=1)).verdict == "duplicate"
+    assert b.on_impression(imp("i2", 515), isrc(partition=1)).verdict == (
+        "opened_with_early_actions"
+    )
+    assert sorted(e.verdict for e in b.expire({1: T0 + 515 + WINDOW}, T0)) == [
+        "closed",
+        "closed",
+    ]
+    out = drain(b, 1)  # A's unsent reward of "done" moved too
+    got = rewards(out)
+    assert sorted(got) == ["done", "i1", "i2"]
+    assert got["i1"]["ltrr"]["reward"] == 0.5 and got["i2"]["ltrr"]["reward"] == 1.0
+    assert drain(b, 0) == []  # partition 0 was not given to B
+    assert b.open_windows() == due_keys(b_store)
+    a_store.close()
+    b_store.close()
