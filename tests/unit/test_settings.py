@@ -62,8 +62,15 @@ def test_topics_follow_the_settings() -> None:
         "t1.catalog",
         "t1.dlq",
         "t1.q2e",
+        "t1.join-changelog",
     ]
-    assert topics.impressions.partitions == topics.actions.partitions == 6
+    assert (
+        topics.impressions.partitions
+        == topics.actions.partitions
+        == topics.join_changelog.partitions
+        == 6
+    )
+    assert topics.join_changelog.configs()["cleanup.policy"] == "compact"
     assert topics.snapshots.configs()["cleanup.policy"] == "compact"
     assert topics.catalog.configs()["cleanup.policy"] == "compact"
     assert topics.impressions.configs() == {
