@@ -1,2 +1,3 @@
-"""The Faust agents of the learning loop: ingest (validate + dead-letter), and later join,
-reward, learn, remember (Q2E) and snapshot. Agents are thin: decode, call pure logic, emit."""
+"""The Faust agents of the learning loop: ingest (validate + dead-letter), join (event time,
+state per partition with a changelog), reward, learn, remember (Q2E), snapshot. Agents are
+thin: decode, call pure logic, emit."""

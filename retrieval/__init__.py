@@ -1,3 +1,3 @@
 """The retrieval worker: strategies, plans, bandit policy, snapshot hot-load, HTTP API.
 
-Filled by the retrieval-worker issue; it meets the agents only through topics."""
+It meets the agents only through topics (impressions, snapshots, Q2E, catalog)."""

@@ -1,3 +1,3 @@
 """The world simulator and traffic generator behind ltrr demo and ltrr simulate.
 
-Filled by the main-job issue; nothing in production imports it."""
+Nothing in production imports it."""
