@@ -419,12 +419,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from ltrr.retrieval.server import serve
+    from ltrr.streams.logs import quiet_client_logs
 
     settings = load_settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
     )
+    quiet_client_logs()
     asyncio.run(serve(settings))
     return 0
 

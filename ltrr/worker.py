@@ -11,6 +11,7 @@ from ltrr.agents.loop import register_learning_loop
 from ltrr.streams.admin import check_copartitioned, create_topics
 from ltrr.streams.app import create_app
 from ltrr.streams.health import Health
+from ltrr.streams.logs import quiet_client_logs
 from ltrr.streams.security import describe, kafka_python_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
@@ -41,5 +42,6 @@ def run_worker(settings: Settings) -> None:
     log.info("topics: %s", outcome)
     check_copartitioned(outcome, [topics.impressions.name, topics.actions.name])
     app = build_worker_app(settings)
+    quiet_client_logs()  # a broker outage: a few lines a minute, not thousands
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

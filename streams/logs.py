@@ -33,3 +33,50 @@ class ThrottledLog:
             "%s%s%s", message, detail, suffix, exc_info=exc if first and exc is not None else None
         )
         return True
+
+
+class RepeatFilter(logging.Filter):
+    """Let a client library's repeating warning or error (same logger, level and message
+    template) through once per ``interval_s``; the next one that passes says how many were
+    held back. A broker outage then costs a few lines a minute, not thousands."""
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, int, str], float] = {}
+        self._held: dict[tuple[str, int, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {self.interval_s:.0f} s)"
+        return True
+
+
+#: Loggers of the Kafka client libraries, whose retries log at every attempt.
+CLIENT_LOGGERS = ("aiokafka", "kafka")
+
+
+def quiet_client_logs(interval_s: float = 30.0) -> RepeatFilter:
+    """Install one ``RepeatFilter`` on every logger of the Kafka client libraries created so
+    far (they create theirs at import, so call this after importing them)."""
+    repeat = RepeatFilter(interval_s)
+    names = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name.split(".")[0] in CLIENT_LOGGERS
+    ]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+            logger.addFilter(repeat)
+    return repeat
