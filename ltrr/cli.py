@@ -169,10 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order a newcomer needs them: the demo, then the pieces it runs.
+    add_simulation_parsers(sub, EPILOG)
 
     broker = sub.add_parser(
         "broker",
-        help="run the embedded Kafka-protocol broker (tansu, memory storage)",
+        help="run a broker on loopback: embedded tansu (memory only) or Apache Kafka",
         description="Start the embedded tansu broker on a loopback port, print its bootstrap "
         "address, and run until Ctrl-C. Nothing is kept after it stops.",
         epilog=EPILOG,
@@ -305,7 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_security(add_eval_parser(sub, _add_common, EPILOG))
     add_model_parser(sub, _add_common, _add_security)
 
-    add_simulation_parsers(sub, EPILOG)
     return parser
 
 

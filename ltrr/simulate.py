@@ -58,7 +58,26 @@ def say(text: str = "") -> None:
 
 
 def add_parsers(sub: Any, epilog: str) -> None:
-    """Register ``simulate`` and ``demo`` on the CLI's subparsers."""
+    """Register ``demo`` (first: where a newcomer starts) and ``simulate`` on the CLI's
+    subparsers."""
+    demo = sub.add_parser(
+        "demo",
+        help="start here: the whole loop on simulated music search, live, with a report",
+        description=textwrap.fill(
+            "Start the embedded broker, the learning worker and the retrieval worker, then "
+            "let simulated users search a generated music catalog. The bandit learns which "
+            "retrieval plan (lexical, semantic, memory, popular, fresh, or a pair of them) to "
+            "use per query; live progress compares its reward with static baselines on the "
+            "same queries, and a report (Markdown + PNG plots + summary.json) shows cumulative "
+            "reward, regret, recall@budget and the plans learned per query kind. Ctrl-C stops "
+            "cleanly and still writes it.",
+            width=92,
+        ),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_flags(demo, queries=5000)
+
     simulate = sub.add_parser(
         "simulate",
         help="simulated users against the real loop; compare with static baselines",
@@ -95,24 +114,6 @@ def add_parsers(sub: Any, epilog: str) -> None:
         default=100,
         help="with --url: the candidate budget its plans share, for the union baseline (100)",
     )
-
-    demo = sub.add_parser(
-        "demo",
-        help="the main job: the whole loop on simulated music search, live, with a report",
-        description=textwrap.fill(
-            "Start the embedded broker, the learning worker and the retrieval worker, then "
-            "let simulated users search a generated music catalog. The bandit learns which "
-            "retrieval plan (lexical, semantic, memory, popular, fresh, or a pair of them) to "
-            "use per query; live progress compares its reward with static baselines on the "
-            "same queries, and a report (Markdown + PNG plots + summary.json) shows cumulative "
-            "reward, regret, recall@budget and the plans learned per query kind. Ctrl-C stops "
-            "cleanly and still writes it.",
-            width=92,
-        ),
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_run_flags(demo, queries=5000)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
