@@ -419,11 +419,16 @@ def test_image_environment_names_only_settings() -> None:
 
 
 def test_image_build_copies_every_package_and_the_context_keeps_them() -> None:
-    """A package added to pyproject.toml must reach the image: COPY and .dockerignore."""
+    """A package added to pyproject.toml must reach the image: COPY and .dockerignore. The
+    ``ltrr`` package reaches the root folders through symlinks (ltrr/agents -> ../agents):
+    their targets must be in the build context too, or pip would build a wheel without them."""
     include = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"][
         "packages"
     ]["find"]["include"]
-    needed = {p.rstrip("*") for p in include} | {"pyproject.toml", "README.md"}
+    linked = {p.resolve().name for p in (ROOT / "ltrr").iterdir() if p.is_symlink()}
+    assert {"agents", "streams", "schemas", "state", "retrieval"} <= linked
+    needed = {p.split(".")[0].rstrip("*") for p in include} | linked
+    needed |= {"pyproject.toml", "README.md"}
     copied: set[str] = set()
     for line in (ROOT / "deploy/Dockerfile").read_text("utf-8").splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
