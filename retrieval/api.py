@@ -1,75 +1,132 @@
 """The retrieval worker's HTTP API (aiohttp): /search, /actions, /healthz, /readyz, /metrics,
-/openapi.json. Bad requests get a 4xx naming the reason and field, never a 500."""
+/openapi.json. Bad requests get a 4xx ``{error, reason, field}`` naming the reason and the
+field or header at fault, never a 500; protected routes need a bearer token of their scope
+(``access.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
-import fastjsonschema
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import REGISTRY, generate_latest
 
 from ltrr.retrieval import metrics as m
+from ltrr.retrieval.access import SCOPE_OF_PATH, Access
+from ltrr.retrieval.bodies import OPENAPI, Refusal, decode_actions, decode_search
 from ltrr.retrieval.impressions import ImpressionLogger
 from ltrr.retrieval.plans import PlanError, PlanSpec, parse_plans
 from ltrr.retrieval.search import Searcher
-from ltrr.schemas.contracts import Contract
-from ltrr.schemas.validation import Rejection, decode
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
-#: Most actions one POST /actions may carry.
-MAX_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-OPENAPI: dict[str, Any] = json.loads(
-    resources.files(__package__).joinpath("openapi.json").read_text("utf-8")
-)
-_validate_search = fastjsonschema.compile(
-    {
-        **OPENAPI["components"]["schemas"]["SearchRequest"],
-        "$schema": "http://json-schema.org/draft-07/schema#",
-    }
-)
+#: The status counted (never sent) for a client that went away before its request was read.
+CLIENT_CLOSED = "499"
 
 
-def error(status: int, reason: str, detail: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": detail, "reason": reason, "field": field}, status=status)
+class _ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request; turn oversized bodies into 413 and surprises into logged 500s."""
-    route = request.path if request.path in ROUTES else "other"
+def error(
+    status: int,
+    reason: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(
+        {"error": detail, "reason": reason, "field": field}, status=status, headers=headers
+    )
+
+
+def refused(refusal: Refusal) -> web.Response:
+    return error(refusal.status, refusal.reason, refusal.detail, refusal.field)
+
+
+def _admit(request: web.Request, access: Access) -> web.Response | None:
+    """Refuse a request before its body is read: a missing or wrong bearer token (401), a
+    POST that is not ``application/json`` (415: a web page cannot send that cross-site without
+    a CORS preflight, which this API never grants) or that is content-encoded (415). Unknown
+    routes and methods are left to the router (404, 405)."""
+    if request.match_info.http_exception is not None:
+        return None
+    scope = SCOPE_OF_PATH.get(request.path)
+    if scope is not None:
+        verdict = access.check(scope, request.headers.get(hdrs.AUTHORIZATION))
+        if verdict != "ok":
+            challenge = f'Bearer realm="ltrr", scope="{scope}"'
+            if verdict == "invalid_token":
+                challenge += ', error="invalid_token"'
+            detail = (
+                f"{request.path} needs a bearer token of scope {scope}: send "
+                f"'Authorization: Bearer <token>'"
+                if verdict == "missing_token"
+                else f"the bearer token is not one of scope {scope}"
+            )
+            return error(401, verdict, detail, "Authorization", {hdrs.WWW_AUTHENTICATE: challenge})
+    if request.method != "POST":
+        return None
+    if request.content_type != "application/json":
+        return error(
+            415,
+            "unsupported_media_type",
+            f"send the body as Content-Type: application/json, not {request.content_type!r}",
+            "Content-Type",
+        )
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding != "identity":
+        return error(
+            415,
+            "unsupported_encoding",
+            f"Content-Encoding {encoding!r} is not accepted; send the body uncompressed",
+            "Content-Encoding",
+        )
+    return None
+
+
+async def _read(request: web.Request, timeout_s: float) -> bytes | web.Response:
+    """The request body within ``timeout_s`` (408 past it, 413 over ``MAX_BODY_BYTES``, 400
+    for a body the HTTP layer could not decode); ``_ClientGone`` if the client left."""
     try:
-        response = await handler(request)
-    except web.HTTPRequestEntityTooLarge:
-        response = error(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
-    except web.HTTPException as exc:
-        response = error(exc.status, "http", exc.reason)
-    except Exception:
-        log.exception("unexpected error on %s", request.path)
-        response = error(500, "internal", "unexpected server error; see the worker log")
-    m.REQUESTS.labels(route, str(response.status)).inc()
-    return response
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        return error(408, "read_timeout", f"the body did not arrive within {timeout_s:g} s")
+    except web.RequestPayloadError as exc:
+        return error(400, "bad_body", f"the body could not be read: {exc}")
+    except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError included
+        raise _ClientGone from exc
 
 
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return error(400, "not_json", f"body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        return error(400, "not_object", "body must be a JSON object")
-    return body
+def _guard(access: Access, read_timeout_s: float) -> Any:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Admit or refuse, count every request, turn oversized bodies into 413, a client
+        that left into a debug line, and surprises into logged 500s."""
+        route = request.path if request.path in ROUTES else "other"
+        try:
+            response = _admit(request, access) or await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            response = error(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        except web.HTTPException as exc:
+            response = error(exc.status, "http", exc.reason)
+        except _ClientGone:
+            log.debug("client closed the connection before sending %s's body", request.path)
+            m.REQUESTS.labels(route, CLIENT_CLOSED).inc()
+            return web.Response(status=int(CLIENT_CLOSED))  # nobody is left to read it
+        except Exception:
+            log.exception("unexpected error on %s", request.path)
+            response = error(500, "internal", "unexpected server error; see the worker log")
+        m.REQUESTS.labels(route, str(response.status)).inc()
+        return response
+
+    return guard
 
 
 def build_app(
@@ -77,24 +134,23 @@ def build_app(
     impressions: ImpressionLogger,
     send_action: Callable[[bytes, bytes], Awaitable[None]],
     ready: Callable[[], dict[str, bool]],
+    *,
+    access: Access | None = None,
+    read_timeout_s: float = 30.0,
 ) -> web.Application:
+    """The API over ``searcher``. ``access`` holds each scope's bearer tokens (None: every
+    scope open); ``read_timeout_s`` bounds how long a request body may take to arrive."""
+    guard = _guard(access or Access({}), read_timeout_s)
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
 
     async def search(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            _validate_search(body)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            field = (exc.name or "data").removeprefix("data").lstrip(".") or None
-            return error(
-                400,
-                f"invalid_{exc.rule or 'value'}",
-                exc.message.replace("data.", "").replace("data ", "request "),
-                field,
-            )
+        raw = await _read(request, read_timeout_s)
+        if isinstance(raw, web.Response):
+            return raw
+        body = decode_search(raw)
+        if isinstance(body, Refusal):
+            return refused(body)
         extra: list[PlanSpec] = []
         if body.get("explain_plans"):
             try:
@@ -140,33 +196,18 @@ def build_app(
     async def actions(request: web.Request) -> web.Response:
         """One UserAction, or a JSON array of up to ``MAX_BATCH`` (all-or-nothing: every item
         is validated before any is written)."""
-        raw_body = await request.read()
-        try:
-            body = orjson.loads(raw_body)
-        except orjson.JSONDecodeError as exc:
-            return error(400, "not_json", f"body is not valid JSON: {exc}")
-        batch = isinstance(body, list)
-        items = body if batch else [body]
-        if batch and not 1 <= len(items) <= MAX_BATCH:
-            return error(400, "invalid_batch", f"a batch holds 1 to {MAX_BATCH} actions")
-        decoded = []
-        for index, item in enumerate(items):
-            where = f"[{index}]" if batch else ""
-            if not isinstance(item, dict):
-                m.ACTIONS.labels("rejected").inc()
-                return error(400, "not_object", f"action{where} must be a JSON object", where)
-            item.setdefault("schema_version", 1)
-            raw = orjson.dumps(item)
-            result = decode(Contract.USER_ACTION, raw)
-            if isinstance(result, Rejection):
-                m.ACTIONS.labels("rejected").inc()
-                field = f"{where}.{result.field}" if batch and result.field else result.field
-                return error(400, result.reason, f"action{where}: {result.detail}", field)
-            decoded.append((result, raw))
+        raw = await _read(request, read_timeout_s)
+        if isinstance(raw, web.Response):
+            return raw
+        outcome = decode_actions(raw)
+        if isinstance(outcome, Refusal):
+            m.ACTIONS.labels("rejected").inc()
+            return refused(outcome)
+        decoded, batch = outcome
         try:
             await asyncio.wait_for(
                 asyncio.gather(
-                    *(send_action(r["impression_id"].encode(), raw) for r, raw in decoded)
+                    *(send_action(r["impression_id"].encode(), data) for r, data in decoded)
                 ),
                 10,
             )

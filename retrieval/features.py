@@ -60,6 +60,19 @@ def _shape(token: str) -> str:
     return "x" if token.isalpha() else "mixed"
 
 
+def _whole(value: Any, default: int) -> int:
+    """``value`` if it is a whole number (an int, or a float without fraction), else
+    ``default``: a caller's odd ``hour`` must not fail the search (the HTTP API refuses it
+    before it gets here)."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return default
+
+
 def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dict[str, Namespace]:
     tokens = query.split()
     moment = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
@@ -69,8 +82,8 @@ def context_features(query: str, context: Mapping[str, Any], now_ms: int) -> dic
         "shape": "-".join(_shape(t) for t in tokens[:4]) or "empty",
         "digits": any(ch.isdigit() for ch in query),
         "script": _script(query),
-        "hour": f"h{int(context.get('hour', moment.hour)) % 24}",
-        "weekday": f"d{int(context.get('weekday', moment.weekday())) % 7}",
+        "hour": f"h{_whole(context.get('hour'), moment.hour) % 24}",
+        "weekday": f"d{_whole(context.get('weekday'), moment.weekday()) % 7}",
     }
     if len(tokens) == 1:
         c["single_token"] = True

@@ -59,3 +59,8 @@ Q2E_REPLICA_UPDATES = Counter(
 CONSUMER_ERRORS = Counter(
     "ltrr_retrieval_consumer_errors_total", "Background consumer restarts, by topic.", ["topic"]
 )
+HTTP_CONNECTIONS = Gauge("ltrr_http_connections", "Open connections to the HTTP API.")
+CONNECTIONS_REFUSED = Counter(
+    "ltrr_http_connections_refused_total",
+    "Connections answered 503 and closed because serve_max_connections were open.",
+)

@@ -13,9 +13,11 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from ltrr.retrieval import metrics as m
+from ltrr.retrieval.access import Access
 from ltrr.retrieval.api import build_app
 from ltrr.retrieval.catalog import Catalog, load_jsonl
 from ltrr.retrieval.impressions import ImpressionLogger
+from ltrr.retrieval.listen import listen, make_runner, tls_context
 from ltrr.retrieval.plans import PlanError, PlanSpec, default_plans, parse_plans
 from ltrr.retrieval.policy import Policy
 from ltrr.retrieval.replica import SnapshotLoader, catalog_handler, q2e_handler, run_consumer
@@ -25,6 +27,7 @@ from ltrr.retrieval.strategies.memory import MemoryStrategy
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.state.q2e import Q2EMemory
 from ltrr.state.store import MemoryStore
+from ltrr.streams.exceptions import SettingsError
 from ltrr.streams.security import aiokafka_kwargs, describe, kafka_python_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
@@ -165,7 +168,14 @@ class RetrievalWorker:
         ]
 
     def app(self) -> web.Application:
-        return build_app(self.searcher, self.impressions, self.send_action, self.readiness)
+        return build_app(
+            self.searcher,
+            self.impressions,
+            self.send_action,
+            self.readiness,
+            access=Access(self.settings.serve_tokens()),
+            read_timeout_s=self.settings.serve_read_timeout_s,
+        )
 
     async def close(self) -> None:
         for strategy in self.searcher.strategies.values():
@@ -180,6 +190,10 @@ class RetrievalWorker:
 async def serve(settings: Settings) -> None:
     from ltrr.streams.admin import create_topics
 
+    problem = settings.serve_exposure_problem()
+    if problem is not None:
+        raise SettingsError(f"ltrr serve refuses to start: {problem}")
+    ssl_context = tls_context(settings)  # a bad certificate or key fails here, before Kafka
     log.info("broker %s over %s", settings.broker, describe(settings))
     create_topics(
         settings.broker,
@@ -189,16 +203,24 @@ async def serve(settings: Settings) -> None:
     )
     worker = RetrievalWorker(settings)
     tasks = await worker.start_background()
-    runner = web.AppRunner(worker.app(), access_log=None)
+    runner = make_runner(worker.app(), settings.serve_read_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, settings.serve_host, settings.serve_port)
-    await site.start()
+    server = await listen(
+        runner,
+        settings.serve_host,
+        settings.serve_port,
+        max_connections=settings.serve_max_connections,
+        ssl_context=ssl_context,
+    )
+    open_scopes = [s for s, tokens in settings.serve_tokens().items() if not tokens]
     log.info(
-        "ltrr serve: http://%s:%d (%d entities, %d plans)",
+        "ltrr serve: %s://%s:%d (%d entities, %d plans; %s)",
+        "https" if ssl_context else "http",
         settings.serve_host,
         settings.serve_port,
         len(worker.catalog),
         len(worker.searcher.plans),
+        f"open scopes: {', '.join(open_scopes)}" if open_scopes else "every scope needs a token",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -207,5 +229,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     for task in tasks:
         task.cancel()
+    server.close()
     await runner.cleanup()
+    await server.wait_closed()
     await worker.close()

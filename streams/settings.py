@@ -7,7 +7,9 @@ named by ``--config`` or ``LTRR_CONFIG`` (keys are the field names below), built
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -21,6 +23,11 @@ ENV_PREFIX = "LTRR_"
 #: Values of ``security_protocol`` (Kafka's names) and ``sasl_mechanism``.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: Access scopes of the retrieval worker's HTTP API (``serve_tokens_<scope>``).
+SERVE_SCOPES = ("search", "actions", "ops")
+#: Shortest bearer token accepted, characters; RFC 6750's token alphabet.
+MIN_TOKEN_CHARS = 16
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +168,29 @@ class Settings:
     q2e_boost: float = 0.5
     #: Impressions buffered while the broker is unreachable (oldest dropped beyond this).
     impression_buffer: int = 10_000
+    #: Retrieval worker access control: bearer tokens accepted per scope, comma-separated
+    #: (several at once, for rotation): ``search`` (POST /search), ``actions`` (POST /actions),
+    #: ``ops`` (GET /metrics). Environment or TOML only, never a flag, and left out of ``repr``.
+    #: A scope without tokens is open, which ``ltrr serve`` refuses on a non-loopback
+    #: ``serve_host`` unless ``serve_allow_anonymous`` is set.
+    serve_tokens_search: str = field(default="", repr=False)
+    serve_tokens_actions: str = field(default="", repr=False)
+    serve_tokens_ops: str = field(default="", repr=False)
+    #: Let ``ltrr serve`` bind a non-loopback address with a scope that has no tokens (e.g.
+    #: behind a gateway that authenticates); off, it refuses to start.
+    serve_allow_anonymous: bool = False
+    #: TLS of the HTTP API: PEM certificate (and chain) and private key (empty = the key is in
+    #: the certificate file); with ``serve_tls_client_cafile``, clients must present a
+    #: certificate signed by that CA (mutual TLS). Empty certfile = plain HTTP.
+    serve_tls_certfile: str = ""
+    serve_tls_keyfile: str = ""
+    serve_tls_client_cafile: str = ""
+    #: Most open HTTP connections; further ones get a 503 and are closed.
+    serve_max_connections: int = 1024
+    #: Seconds a client has to send a request's headers (from connecting or from the previous
+    #: response) and, separately, its body; then the connection is closed (headers) or the
+    #: request answered 408 (body).
+    serve_read_timeout_s: float = 30.0
     #: Where item vectors and indexes are cached between restarts.
     vector_cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.
@@ -241,6 +271,7 @@ class Settings:
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
         self._validate_security()
+        self._validate_serve()
 
     def model_allow_list(self) -> frozenset[str]:
         """The configured model keys (empty = any, bounded by ``max_models``)."""
@@ -320,10 +351,91 @@ class Settings:
                 "certificate that goes with the key"
             )
 
+    def serve_tokens(self) -> dict[str, tuple[str, ...]]:
+        """Scope (search, actions, ops) -> the bearer tokens it accepts (empty = open)."""
+        return {
+            scope: tuple(
+                t
+                for t in (p.strip() for p in getattr(self, f"serve_tokens_{scope}").split(","))
+                if t
+            )
+            for scope in SERVE_SCOPES
+        }
+
+    def serve_exposure_problem(self) -> str | None:
+        """Why ``ltrr serve`` must not start as configured, or None: an open scope (no tokens)
+        on a non-loopback ``serve_host``, unless ``serve_allow_anonymous`` says it is meant."""
+        open_scopes = [scope for scope, tokens in self.serve_tokens().items() if not tokens]
+        if not open_scopes or self.serve_allow_anonymous or _is_loopback(self.serve_host):
+            return None
+        names = " and ".join(f"{ENV_PREFIX}SERVE_TOKENS_{s.upper()}" for s in open_scopes)
+        return (
+            f"serve_host {self.serve_host} is reachable from other machines but scope(s) "
+            f"{', '.join(open_scopes)} have no bearer tokens, so anyone could use them; set "
+            f"{names} (e.g. openssl rand -hex 32), or set {ENV_PREFIX}SERVE_ALLOW_ANONYMOUS=true "
+            f"if something in front of ltrr already authenticates"
+        )
+
+    def _validate_serve(self) -> None:
+        """Refuse malformed tokens, TLS files that are not there, and unbounded limits."""
+        for scope, tokens in self.serve_tokens().items():
+            name = f"{ENV_PREFIX}SERVE_TOKENS_{scope.upper()}"
+            for index, token in enumerate(tokens):
+                if not _TOKEN.fullmatch(token):
+                    raise SettingsError(
+                        f"{name}: token #{index + 1} has characters a bearer token cannot "
+                        f"carry; use letters, digits and -._~+/ (e.g. openssl rand -hex 32)"
+                    )
+                if len(token) < MIN_TOKEN_CHARS:
+                    raise SettingsError(
+                        f"{name}: token #{index + 1} is {len(token)} characters; use at least "
+                        f"{MIN_TOKEN_CHARS} (e.g. openssl rand -hex 32)"
+                    )
+        if not isinstance(self.serve_allow_anonymous, bool):
+            raise SettingsError(
+                f"serve_allow_anonymous must be true or false, got {self.serve_allow_anonymous!r}"
+            )
+        if not 0 <= self.serve_port <= 65535:
+            raise SettingsError(f"serve_port must be a TCP port (0-65535), got {self.serve_port}")
+        if not 1 <= self.serve_max_connections <= 1_000_000:
+            raise SettingsError(
+                f"serve_max_connections must be in 1..1000000, got {self.serve_max_connections}"
+            )
+        if not 0 < self.serve_read_timeout_s <= 3600:
+            raise SettingsError(
+                f"serve_read_timeout_s must be in (0, 3600], got {self.serve_read_timeout_s}"
+            )
+        files = ("serve_tls_certfile", "serve_tls_keyfile", "serve_tls_client_cafile")
+        for name in files:
+            value = getattr(self, name)
+            path = Path(value).expanduser()
+            if value and not (path.is_file() and os.access(path, os.R_OK)):
+                raise SettingsError(
+                    f"{name} {value!r} does not exist or is not readable; set "
+                    f"{ENV_PREFIX}{name.upper()} to an existing PEM file"
+                )
+        if (self.serve_tls_keyfile or self.serve_tls_client_cafile) and not (
+            self.serve_tls_certfile
+        ):
+            raise SettingsError(
+                "serve_tls_keyfile or serve_tls_client_cafile is set without "
+                "serve_tls_certfile; set LTRR_SERVE_TLS_CERTFILE to the server certificate"
+            )
+
     @property
     def broker_url(self) -> str:
         """The broker list as Faust wants it (``kafka://host:port;host:port``)."""
         return ";".join(f"kafka://{b.strip()}" for b in self.broker.split(",") if b.strip())
+
+
+def _is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: may resolve to anything
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
