@@ -20,6 +20,7 @@ from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
 from ltrr.processes import ServeProcess
 from ltrr.schemas.contracts import Contract
 from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.exceptions import LtrrError
 from ltrr.schemas.records import SearchImpression
 from ltrr.schemas.snapshot import encode_snapshot
 from ltrr.schemas.validation import check
@@ -216,3 +217,99 @@ def test_bad_search_requests_get_4xx(server: str, body: Any, status: int, reason
 def test_bad_actions_get_4xx(server: str) -> None:
     status, body = post(f"{server}/actions", {"action_id": "a", "impression_id": "i"})
     assert (status, body["reason"], body["field"]) == (400, "missing_field", "entity_id")
+
+
+#: Bearer tokens of the protected server: two accepted at once for search (a rotation).
+SEARCH_TOKENS = ("integration-search-old-0123456789", "integration-search-new-0123456789")
+ACTIONS_TOKEN = "integration-actions-0123456789"
+OPS_TOKEN = "integration-ops-0123456789"
+
+
+def request(
+    url: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_tokens_protect_search_actions_and_metrics(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    serve = ServeProcess(
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--partitions",
+        "2",
+        "--catalog-path",
+        str(CATALOG),
+        "--strategies",
+        "lexical,popular",
+        "--vector-cache-dir",
+        str(tmp_path / "cache"),
+        log_path=tmp_path / "serve.log",
+        ready_timeout_s=60,
+        env={
+            "LTRR_SNAPSHOT_KEY": KEY.decode(),
+            "LTRR_SERVE_TOKENS_SEARCH": ",".join(SEARCH_TOKENS),
+            "LTRR_SERVE_TOKENS_ACTIONS": ACTIONS_TOKEN,
+            "LTRR_SERVE_TOKENS_OPS": OPS_TOKEN,
+        },
+    )
+    with serve:
+        url = serve.url
+        status, headers, body = request(f"{url}/search", {"query": "queen"})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert json.loads(body)["reason"] == "missing_token"
+        status, _, body = request(f"{url}/search", {"query": "queen"}, "not-a-token-0123456789")
+        assert (status, json.loads(body)["reason"]) == (401, "invalid_token")
+        impression = ""
+        for token in SEARCH_TOKENS:  # either token of the rotation is accepted
+            status, _, body = request(f"{url}/search", {"query": "queen"}, token)
+            assert status == 200
+            impression = json.loads(body)["impression_id"]
+        action = {
+            "action_id": "a-token",
+            "impression_id": impression,
+            "entity_id": "artist:queen",
+            "type": "click",
+            "timestamp_ms": int(time.time() * 1000),
+        }
+        assert request(f"{url}/actions", action, SEARCH_TOKENS[0])[0] == 401
+        assert request(f"{url}/actions", action, ACTIONS_TOKEN)[0] == 202
+        assert request(f"{url}/metrics")[0] == 401
+        status, _, metrics = request(f"{url}/metrics", token=OPS_TOKEN)
+        assert status == 200 and b'ltrr_search_requests_total{route="/search",status="401"}' in (
+            metrics
+        )
+        assert request(f"{url}/healthz")[0] == 200
+    log = (tmp_path / "serve.log").read_text("utf-8")
+    for token in (*SEARCH_TOKENS, ACTIONS_TOKEN, OPS_TOKEN):
+        assert token not in log
+
+
+def test_serve_refuses_to_start_open_on_a_reachable_address(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    serve = ServeProcess(
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--serve-host",
+        "0.0.0.0",
+        log_path=tmp_path / "serve.log",
+        ready_timeout_s=30,
+        env={"LTRR_SNAPSHOT_KEY": KEY.decode(), "LTRR_SERVE_TOKENS_SEARCH": SEARCH_TOKENS[0]},
+    )
+    with pytest.raises(LtrrError, match="LTRR_SERVE_TOKENS_ACTIONS"):
+        serve.start()
