@@ -8,9 +8,14 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def scrape(base_url: str, timeout_s: float = 5.0) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of ``{base_url}/metrics`` as (name, labels, value)."""
-    with urllib.request.urlopen(f"{base_url}/metrics", timeout=timeout_s) as resp:
+def scrape(
+    base_url: str, timeout_s: float = 5.0, *, token: str | None = None
+) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of ``{base_url}/metrics`` as (name, labels, value); ``token``: the bearer
+    token of a retrieval worker whose metrics need one (scope ops)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{base_url}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
         text = resp.read().decode()
     return [
         (s.name, dict(s.labels), s.value)

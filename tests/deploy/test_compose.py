@@ -31,19 +31,34 @@ from tests.deploy import (
 
 COMPOSE_FILE = "docker-compose.yml"
 TEST_KEY = "compose-test-only-key"
+#: The serve bearer tokens the tests interpolate (two for ops: a rotation in progress).
+TEST_TOKENS = {
+    "LTRR_SERVE_TOKENS_SEARCH": "compose-search-token-0123456789",
+    "LTRR_SERVE_TOKENS_ACTIONS": "compose-actions-token-0123456789",
+    "LTRR_SERVE_TOKENS_OPS": "compose-ops-token-new-0123456789,compose-ops-token-old-0123456789",
+}
 #: Variables docker-compose.yml interpolates; removed from the environment the tests pass on.
-INTERPOLATED = ("LTRR_SNAPSHOT_KEY", "KAFKA_CLUSTER_ID", "GRAFANA_ADMIN_PASSWORD")
+INTERPOLATED = (
+    "LTRR_SNAPSHOT_KEY",
+    "KAFKA_CLUSTER_ID",
+    "GRAFANA_ADMIN_PASSWORD",
+    *TEST_TOKENS,
+)
 #: The services that run the ltrr image, and the command each runs.
 LTRR_COMMANDS = {"topics-init": ["topics", "create"], "worker": ["worker"], "serve": ["serve"]}
 SCALABLE = ("worker", "serve")
 
 
-def docker_compose(*args: str, snapshot_key: str | None = TEST_KEY) -> subprocess.CompletedProcess:
+def docker_compose(
+    *args: str, snapshot_key: str | None = TEST_KEY, without: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """docker-compose on the file, with the test key and tokens (less ``without``)."""
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is not installed; scripts/tools installs it (Debian package)"
     env = {k: v for k, v in os.environ.items() if k not in INTERPOLATED}
     if snapshot_key is not None:
         env["LTRR_SNAPSHOT_KEY"] = snapshot_key
+    env.update({k: v for k, v in TEST_TOKENS.items() if k not in without})
     return subprocess.run(
         [binary, "-f", COMPOSE_FILE, *args],
         cwd=ROOT,
@@ -143,6 +158,54 @@ def test_stack_refuses_to_start_without_a_snapshot_key() -> None:
     done = docker_compose("config", "-q", snapshot_key=None)
     assert done.returncode != 0
     assert "LTRR_SNAPSHOT_KEY" in done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(TEST_TOKENS))
+def test_stack_refuses_to_start_without_serve_tokens(name: str) -> None:
+    done = docker_compose("config", "-q", without=(name,))
+    assert done.returncode != 0
+    assert name in done.stderr
+
+
+def test_serve_gets_every_scope_token_and_would_start(services: dict[str, Any]) -> None:
+    """serve binds 0.0.0.0, so it starts only with every scope protected."""
+    argv, env = ltrr_process(services["serve"])
+    settings = effective_settings(parse_ltrr_args(argv), env)
+    assert settings.serve_exposure_problem() is None
+    assert {scope: ",".join(t) for scope, t in settings.serve_tokens().items()} == {
+        name.rsplit("_", 1)[1].lower(): value for name, value in TEST_TOKENS.items()
+    }
+    for name in ("worker", "topics-init"):  # tokens go to serve only
+        assert not set(TEST_TOKENS) & set(services[name].get("environment", {}))
+
+
+def test_prometheus_sends_the_first_ops_token_to_serve(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """Run the Prometheus entrypoint for real with a stand-in prometheus: it writes the first
+    ops token to the credentials file that prometheus.yml's serve job names."""
+    svc = services["prometheus"]
+    _, prom, _ = prometheus_config(services)
+    (serve_job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "ltrr-serve"]
+    auth = serve_job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer"
+    entrypoint = [unescape(part) for part in as_list(svc["entrypoint"])]
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    script = entrypoint[2].replace(auth["credentials_file"], str(tmp_path / "token"))
+    script = script.replace("/bin/prometheus", "echo")
+    env = {"PATH": os.environ["PATH"], **svc["environment"]}
+    done = subprocess.run(
+        ["/bin/sh", "-c", script, "prometheus", "--config.file=x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "--config.file=x"
+    first = TEST_TOKENS["LTRR_SERVE_TOKENS_OPS"].split(",")[0]
+    assert (tmp_path / "token").read_text() == first
+    assert (tmp_path / "token").stat().st_mode & 0o077 == 0
 
 
 def test_the_stack_has_every_piece(services: dict[str, Any]) -> None:

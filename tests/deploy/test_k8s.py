@@ -27,6 +27,8 @@ K8S_DIR = ROOT / "deploy/k8s"
 K8S_VERSION = "1.31.0"
 LTRR_IMAGE = "ltrr:"
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
+#: The bearer-token settings of the retrieval worker, one per scope.
+SERVE_TOKENS = ("LTRR_SERVE_TOKENS_SEARCH", "LTRR_SERVE_TOKENS_ACTIONS", "LTRR_SERVE_TOKENS_OPS")
 
 
 def load_manifests() -> list[tuple[Path, dict[str, Any]]]:
@@ -102,6 +104,9 @@ def ltrr_process(container: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     env = container_env(container)
     if env.get("LTRR_SNAPSHOT_KEY") == "":
         env["LTRR_SNAPSHOT_KEY"] = "operator-provided-key"
+    for name in SERVE_TOKENS:
+        if env.get(name) == "":
+            env[name] = f"operator-provided-{name.lower().replace('_', '-')}"
     return list(container["args"]), env
 
 
@@ -141,6 +146,11 @@ def test_the_manifests_have_every_piece() -> None:
         "Deployment/ltrr-serve",
         "Service/ltrr-serve",
         "HorizontalPodAutoscaler/ltrr-serve",
+        "Secret/ltrr-serve-tokens",
+        "NetworkPolicy/ltrr-default-deny",
+        "NetworkPolicy/ltrr-egress-broker",
+        "NetworkPolicy/ltrr-serve-ingress",
+        "NetworkPolicy/ltrr-worker-ingress",
     } <= kinds
     commands = sorted(tuple(c["args"][:2]) for _, c in LTRR_CONTAINERS)
     assert commands == [("serve",), ("topics", "create"), ("worker",)]
@@ -254,3 +264,127 @@ def test_shipped_snapshot_key_is_empty_and_refused() -> None:
     assert secret["stringData"] == {"LTRR_SNAPSHOT_KEY": ""}
     with pytest.raises(SettingsError, match="snapshot_key"):
         Settings.load({"LTRR_SNAPSHOT_KEY": ""})
+
+
+# -- access: tokens and network policies ------------------------------------------------------
+
+
+def serve_container() -> dict[str, Any]:
+    (container,) = pod_spec(find("Deployment", "ltrr-serve"))["containers"]
+    return container
+
+
+def test_serve_gets_its_tokens_from_a_secret() -> None:
+    container = serve_container()
+    secrets = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+    from_secrets: dict[str, str] = {}
+    for name in secrets:
+        from_secrets.update(find("Secret", name).get("stringData", {}))
+    assert set(SERVE_TOKENS) <= set(from_secrets), "serve's tokens must come from a Secret"
+    assert not set(SERVE_TOKENS) & set(find("ConfigMap", "ltrr-config")["data"])
+    assert not any(v["name"] in SERVE_TOKENS and "value" in v for v in container.get("env", []))
+    # Shipped empty: serve binds 0.0.0.0 and refuses to start until an operator fills them.
+    assert all(from_secrets[name] == "" for name in SERVE_TOKENS)
+    shipped = container_env(container)
+    shipped["LTRR_SNAPSHOT_KEY"] = "operator-provided-key"
+    args = parse_ltrr_args(container["args"])
+    assert effective_settings(args, shipped).serve_exposure_problem() is not None
+    argv, filled = ltrr_process(container)
+    assert effective_settings(parse_ltrr_args(argv), filled).serve_exposure_problem() is None
+
+
+def test_only_serve_gets_the_tokens() -> None:
+    for doc, container in LTRR_CONTAINERS:
+        if container["args"][0] != "serve":
+            assert not set(SERVE_TOKENS) & set(container_env(container)), ident(doc)
+
+
+def policies() -> list[dict[str, Any]]:
+    return [d for d in DOCS if d["kind"] == "NetworkPolicy"]
+
+
+def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return wanted.items() <= labels.items()
+
+
+def test_every_pod_starts_closed_both_ways() -> None:
+    deny = find("NetworkPolicy", "ltrr-default-deny")["spec"]
+    assert deny["podSelector"] == {}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert not deny.get("ingress") and not deny.get("egress")
+
+
+def ingress_rules(component: str) -> list[dict[str, Any]]:
+    doc = next(
+        d
+        for d in WORKLOADS_BY_COMPONENT
+        if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    )
+    labels = doc["spec"]["template"]["metadata"]["labels"]
+    return [
+        rule
+        for policy in policies()
+        if selects(policy, labels) and "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", [])
+    ]
+
+
+WORKLOADS_BY_COMPONENT = [d for d in DOCS if d["kind"] in {"Deployment", "StatefulSet"}]
+
+
+def listening_port(component: str) -> int:
+    for _, container in LTRR_CONTAINERS:
+        if container["args"][0] == component:
+            argv, env = ltrr_process(container)
+            args = parse_ltrr_args(argv)
+            address = listen_address(args, effective_settings(args, env))
+            assert address is not None
+            return address[1]
+    raise AssertionError(f"no {component} container")
+
+
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
+@pytest.mark.parametrize("component", ["serve", "worker"])
+def test_ingress_only_on_the_listening_port_and_only_from_named_peers(component: str) -> None:
+    rules = ingress_rules(component)
+    assert rules, f"no ingress rule admits anything to {component}"
+    port = listening_port(component)
+    for rule in rules:
+        assert [p["port"] for p in rule["ports"]] == [port]
+        assert rule.get("from"), "a rule without 'from' admits every source"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer.get("namespaceSelector", {}).get("matchLabels"), peer
+    peers = [peer for rule in rules for peer in rule["from"]]
+    assert PROMETHEUS_PEER in peers, f"Prometheus cannot scrape {component}"
+    if component == "worker":
+        assert peers == [PROMETHEUS_PEER], "worker metrics: Prometheus only"
+
+
+def test_egress_reaches_the_brokers_and_dns() -> None:
+    broker = find("ConfigMap", "ltrr-config")["data"]["LTRR_BROKER"]
+    host, _, port = broker.rpartition(":")
+    namespace = host.split(".")[1]
+    egress = find("NetworkPolicy", "ltrr-egress-broker")["spec"]
+    assert egress["podSelector"] == {}
+    rules = egress["egress"]
+    to_broker = [
+        r
+        for r in rules
+        if any(
+            peer.get("namespaceSelector", {})
+            .get("matchLabels", {})
+            .get("kubernetes.io/metadata.name")
+            == namespace
+            for peer in r["to"]
+        )
+    ]
+    assert [p["port"] for r in to_broker for p in r["ports"]] == [int(port)]
+    dns = [p for r in rules for p in r["ports"] if p["port"] == 53]
+    assert {p["protocol"] for p in dns} == {"UDP", "TCP"}

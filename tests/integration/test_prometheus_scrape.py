@@ -40,6 +40,8 @@ from tests.integration.test_serve import post, publish
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "tests" / "data" / "catalog.jsonl"
 KEY = "prometheus-scrape-test-key"
+#: serve's ops token: its /metrics needs it; Prometheus sends it from a credentials file.
+OPS_TOKEN = "prometheus-scrape-ops-token-0123"
 #: Grafana's $__rate_interval in the queries: 15 one-second scrapes.
 RATE_WINDOW = "15s"
 QUERIES = (
@@ -126,6 +128,12 @@ def prometheus_config(tmp: Path, worker: str, serve: str) -> Path:
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs", None)  # compose service names do not resolve here
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+        if "authorization" in job:  # the token file the compose entrypoint writes, here
+            token_file = tmp / f"{job['job_name']}.token"
+            token_file.write_text(OPS_TOKEN, "utf-8")
+            job["authorization"]["credentials_file"] = str(token_file)
+    serve_job = next(j for j in config["scrape_configs"] if j["job_name"] == "ltrr-serve")
+    assert serve_job["authorization"]["type"] == "Bearer", "serve's /metrics needs a token"
     shutil.copy(PROMETHEUS / "alerts.yml", tmp / "alerts.yml")
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config), "utf-8")
@@ -183,6 +191,7 @@ def stack(
         "--vector-cache-dir",
         str(tmp_path / "cache"),
         log_path=tmp_path / "serve.log",
+        env={"LTRR_SERVE_TOKENS_OPS": OPS_TOKEN},
     )
     port = free_port()
     config = prometheus_config(tmp_path, f"127.0.0.1:{worker.port}", f"127.0.0.1:{serve.port}")
@@ -232,7 +241,7 @@ def test_prometheus_scrapes_ltrr_and_every_dashboard_query_has_data(
         # A snapshot signed with the wrong key: refused (and counted) while serving goes on.
         publish(bootstrap, prefix + "snapshots", 999, b"not a model", b"not-the-key")
         wait_for(
-            lambda: total(scrape(stack.serve.url), "ltrr_serving_model_version"),
+            lambda: total(scrape(stack.serve.url, token=OPS_TOKEN), "ltrr_serving_model_version"),
             lambda version: version >= 1,
             75,
             "the retrieval worker to hot-load a model the worker learned",
