@@ -44,6 +44,7 @@ class Offer:
 
     model: str
     version: int
+    epoch: int
     sha256: str
     examples: int
     chunks: int
@@ -64,8 +65,8 @@ class Adopter:
     def offer(self, header: dict[str, Any], model_bytes: bytes) -> str:
         """Consider a verified snapshot: ``own`` (this learner's), ``older`` (superseded
         here) or ``pending`` (held until the model's next reward)."""
-        name, version = header["model"], int(header["version"])
-        verdict = self._compare(name, version, header["sha256"])
+        name, version, epoch = header["model"], int(header["version"]), int(header.get("epoch", 0))
+        verdict = self._compare(name, (epoch, version), header["sha256"])
         if verdict != "newer":
             return verdict
         offsets = {
@@ -76,6 +77,7 @@ class Adopter:
         self.pending[name] = Offer(
             name,
             version,
+            epoch,
             header["sha256"],
             int(header["examples_learned"]),
             int(header.get("chunks", {}).get("count", 0)),
@@ -84,11 +86,13 @@ class Adopter:
         )
         return "pending"
 
-    def _compare(self, name: str, version: int, sha256: str) -> str:
+    def _compare(self, name: str, stamp: tuple[int, int], sha256: str) -> str:
+        """``(epoch, version)`` of a snapshot against this learner's last one."""
         state = self.publisher.state(name)
-        if version < state["version"]:
+        mine = (int(state.get("epoch", 0)), state["version"])
+        if stamp < mine:
             return "older"
-        if version == state["version"] and state.get("sha256", sha256) == sha256:
+        if stamp == mine and state.get("sha256", sha256) == sha256:
             return "own"
         return "newer"
 
@@ -99,11 +103,14 @@ class Adopter:
         logged and dropped (the learner goes on with its own model).
         """
         offer = self.pending.pop(name, None)
-        if offer is None or self._compare(name, offer.version, offer.sha256) != "newer":
+        if offer is None:
+            return None
+        if self._compare(name, (offer.epoch, offer.version), offer.sha256) != "newer":
             return None
         counter = {
             state_key(name): orjson.dumps(
                 {
+                    "epoch": offer.epoch,
                     "version": offer.version,
                     "chunks": offer.chunks,
                     "examples": offer.examples,

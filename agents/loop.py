@@ -483,7 +483,10 @@ def register_learning_loop(
     # -- follow the snapshots topic: adopt rollbacks, resets and takeovers ----------------
 
     snapshots_read = asyncio.Event()
-    assembler = SnapshotAssembler(settings.verification_keys())
+    assembler = SnapshotAssembler(
+        settings.verification_keys(), max_model_bytes=settings.max_model_bytes
+    )
+    refusals = ThrottledLog(log, 60.0, logging.WARNING)
 
     def on_snapshots(records: list[Any]) -> None:
         for record in records:
@@ -495,7 +498,7 @@ def register_learning_loop(
                 verdict = "older" if result.reason == "stale_version" else "refused"
                 m.SNAPSHOTS_FOLLOWED.labels(verdict).inc()
                 if verdict == "refused":
-                    log.warning("snapshot refused (%s): %s", result.reason, result.detail)
+                    refusals.report(f"snapshot refused ({result.reason})", detail=result.detail)
 
     def before_learn(name: str) -> None:
         offer = parts.adopter.adopt(name)

@@ -26,7 +26,7 @@ class SnapshotPolicy:
     every_examples: int = 1000
     interval_s: float = 30.0
     key_id: str = "k1"
-    key: bytes = b"ltrr-dev-only-key"
+    key: bytes = b""  # required: encode_snapshot refuses to sign with an empty key
     max_message_bytes: int = 8 * 1024 * 1024
 
 
@@ -45,8 +45,9 @@ class SnapshotPublisher:
         self._last_publish: dict[str, float] = {}
 
     def state(self, model: str) -> dict[str, Any]:
-        """``version``, ``chunks``, ``examples`` (and ``sha256``) of the last version of
-        ``model`` reserved here, published or adopted; version 0 when there is none."""
+        """``version``, ``chunks``, ``examples`` (and ``epoch``, ``sha256``) of the last
+        version of ``model`` reserved here, published or adopted; version 0 when there is
+        none."""
         raw = self.learners.store.get(state_key(model))
         return orjson.loads(raw) if raw else {"version": 0, "chunks": 0, "examples": 0}
 
@@ -64,8 +65,10 @@ class SnapshotPublisher:
         return out
 
     def encode(self, model: str, now_ms: int) -> tuple[int, list[Message], int]:
-        """Reserve the next version of ``model`` and encode it: (version, messages, bytes)."""
+        """Reserve the next version of ``model`` (in the epoch of the last one) and encode it:
+        (version, messages, bytes)."""
         state = self.state(model)
+        epoch = int(state.get("epoch", 0))
         version = state["version"] + 1
         model_bytes = self.learners.model_bytes(model)
         offsets = [
@@ -85,12 +88,14 @@ class SnapshotPublisher:
             max_message_bytes=self.policy.max_message_bytes,
             previous_chunks=state["chunks"],
             previous_version=state["version"] or None,
+            epoch=epoch,
         )
         chunks = sum(1 for key, value in messages if value is not None and key != model.encode())
         self.learners.store.write(
             {
                 state_key(model): orjson.dumps(
                     {
+                        "epoch": epoch,
                         "version": version,
                         "chunks": chunks,
                         "examples": self.learners.examples(model),

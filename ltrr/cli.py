@@ -310,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    """Flags over the environment over the TOML file, validated once all are applied."""
+def load_settings(args: argparse.Namespace, *, snapshot_key: bool = False) -> Settings:
+    """Flags over the environment over the TOML file, validated once all are applied;
+    ``snapshot_key``: the command signs or verifies snapshots, so a key must be set."""
     base = Settings.load(os.environ, args.config, validate=False)
     settings = base.with_overrides(
         broker=args.broker,
@@ -330,6 +331,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         },
     )
     settings.validate()
+    if snapshot_key:
+        settings.require_snapshot_key()
     return settings
 
 
@@ -408,7 +411,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from ltrr.worker import run_worker
 
-    settings = load_settings(args)
+    settings = load_settings(args, snapshot_key=True)
     # Faust parses sys.argv itself; hand it only the worker sub-command.
     sys.argv = [sys.argv[0], "worker"]
     run_worker(settings)
@@ -422,7 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ltrr.retrieval.server import serve
     from ltrr.streams.logs import quiet_client_logs
 
-    settings = load_settings(args)
+    settings = load_settings(args, snapshot_key=True)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
@@ -453,13 +456,13 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ltrr.evaluation.cli import run
 
-    return run(args, load_settings(args))
+    return run(args, load_settings(args, snapshot_key=bool(getattr(args, "snapshot_topic", False))))
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     from ltrr.models import run
 
-    return run(args, load_settings(args))
+    return run(args, load_settings(args, snapshot_key=True))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -42,6 +42,8 @@ class TopicModels:
 
     latest: dict[str, Loaded] = field(default_factory=dict)
     newest_version: dict[str, int] = field(default_factory=dict)
+    #: ``(epoch, version)`` of each model's newest authentic header.
+    newest: dict[str, tuple[int, int]] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
 
 
@@ -63,7 +65,9 @@ def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
         )
     except EvaluationError as exc:
         raise ModelCommandError(str(exc)) from exc
-    assembler = SnapshotAssembler(settings.verification_keys())
+    assembler = SnapshotAssembler(
+        settings.verification_keys(), max_model_bytes=settings.max_model_bytes
+    )
     found = TopicModels()
     for record in records:
         result = assembler.feed(record.key, record.value)
@@ -73,9 +77,10 @@ def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
             found.refused[result.reason] = found.refused.get(result.reason, 0) + 1
         if record.key is not None and b"/" not in record.key:
             name = record.key.decode("utf-8", "replace")
-            version = assembler.newest_version(name)
-            if version is not None:
-                found.newest_version[name] = version
+            stamp = assembler.newest(name)
+            if stamp is not None:
+                found.newest_version[name] = stamp[1]
+                found.newest[name] = stamp
     return found
 
 
@@ -155,17 +160,20 @@ def publish_model(
     *,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     security: Mapping[str, Any] | None = None,
+    new_epoch: bool = False,
 ) -> dict[str, Any]:
     """Sign and produce ``model_bytes`` as the next version of ``model``; returns a summary.
 
-    The model must load in Vowpal Wabbit with the learner's arguments (``vw_args``), or the
-    learner could not adopt it.
+    ``new_epoch``: publish version 1 of the next epoch instead, which every worker takes as
+    newer than any version of the current epoch (for when the versions cannot go on, e.g. a
+    huge version was published). The model must load in Vowpal Wabbit with the learner's
+    arguments (``vw_args``), or the learner could not adopt it.
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     from ltrr.agents.learning import LearnerError, workspace
-    from ltrr.schemas.snapshot import encode_snapshot
+    from ltrr.schemas.snapshot import MAX_VERSION, encode_snapshot, stamp_of
     from ltrr.streams.security import kafka_python_kwargs
 
     args = vw_args_of(settings)
@@ -178,8 +186,15 @@ def publish_model(
         ) from exc
     found = read_models(settings)
     previous = found.latest.get(model)
-    newest = max(found.newest_version.get(model, 0), previous.header["version"] if previous else 0)
+    previous_stamp = stamp_of(previous.header) if previous else (0, 0)
+    epoch, newest = max(found.newest.get(model, (0, 0)), previous_stamp)
+    if new_epoch:
+        epoch, newest = epoch + 1, 0
     version = newest + 1
+    if version > MAX_VERSION:
+        raise ModelCommandError(
+            f"{model} is at version {newest}, the last one; publish with --new-epoch"
+        )
     previous_chunks = previous.header.get("chunks", {}).get("count", 0) if previous else 0
     messages = encode_snapshot(
         model=model,
@@ -194,6 +209,8 @@ def publish_model(
         max_message_bytes=settings.max_message_bytes,
         previous_chunks=previous_chunks if previous else 0,
         previous_version=previous.header["version"] if previous else None,
+        epoch=epoch,
+        previous_epoch=previous_stamp[0],
     )
     topic = Topics.from_settings(settings).snapshots.name
     try:
@@ -215,6 +232,7 @@ def publish_model(
         ) from exc
     return {
         "model": model,
+        "epoch": epoch,
         "version": version,
         "replaces_version": previous.header["version"] if previous else None,
         "examples_learned": examples,
@@ -237,7 +255,9 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             examples = int(orjson.loads(sidecar.read_bytes())["examples_learned"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ModelCommandError(f"{sidecar} is not an exported snapshot header: {exc}") from exc
-    report = publish_model(settings, args.model, model_bytes, examples or 0)
+    report = publish_model(
+        settings, args.model, model_bytes, examples or 0, new_epoch=args.new_epoch
+    )
     print(orjson.dumps({**report, "file": str(path)}).decode())
     return 0
 
@@ -246,7 +266,8 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     from ltrr.agents.learning import workspace
 
     untrained = bytes(workspace(vw_args_of(settings)).serialize())
-    print(orjson.dumps(publish_model(settings, args.model, untrained, 0)).decode())
+    report = publish_model(settings, args.model, untrained, 0, new_epoch=args.new_epoch)
+    print(orjson.dumps(report).decode())
     return 0
 
 
@@ -259,6 +280,10 @@ reward, then goes on learning from it. So:
   ltrr model export --model default -o good.vw   keep a model you trust (+ good.vw.json)
   ltrr model publish --model default good.vw     roll back: republish it as the next version
   ltrr model reset --model default               start the model over (untrained, uniform)
+
+Newer means a greater (epoch, version). publish and reset take --new-epoch to publish version 1
+of the next epoch, newer than every version of the current one: for when versions cannot go on
+(e.g. a huge version was signed by mistake). The learner adopts it and counts on from there.
 
 Commands sign with LTRR_SNAPSHOT_KEY / LTRR_SNAPSHOT_KEY_ID and verify with those plus
 LTRR_SNAPSHOT_KEYS_ACCEPTED, as the workers do. publish and reset check that the model loads
@@ -307,6 +332,12 @@ def add_parser(
     reset = action("reset", "publish an untrained model as the model's next version")
     reset.add_argument("--model", default="default", help="model key (default)")
     reset.add_argument("--vw-args", help="the workers' Vowpal Wabbit arguments (LTRR_VW_ARGS)")
+    for p in (publish, reset):
+        p.add_argument(
+            "--new-epoch",
+            action="store_true",
+            help="publish version 1 of the next epoch: newer than any version of the current one",
+        )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -12,6 +12,7 @@ on the music world with settings that finish in a few minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import signal
 import sys
@@ -226,6 +227,9 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
         producer.flush()
 
         common = ("--broker", broker.bootstrap, "--partitions", "2")
+        # A signing key of this run only, shared by its worker and serve (there is no
+        # built-in key; the children do not inherit the caller's LTRR_* settings).
+        keyed = {"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)}
         say("  worker    starting the learning loop (joins its consumer group)...")
         worker = WorkerProcess(
             *LOOP_FLAGS,
@@ -235,6 +239,7 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             "--app-id",
             "ltrr-sim",
             log_path=out / "worker.log",
+            env=keyed,
             inherit_settings=False,
         )
         stack.enter_context(worker)
@@ -252,6 +257,7 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             str(PLAN_MAX_SIZE),
             log_path=out / "serve.log",
             ready_timeout_s=600,
+            env=keyed,
             inherit_settings=False,
         )
         stack.enter_context(serve)

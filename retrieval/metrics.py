@@ -56,6 +56,11 @@ CATALOG_SIZE = Gauge("ltrr_catalog_entities", "Entities in the serving catalog."
 Q2E_REPLICA_UPDATES = Counter(
     "ltrr_q2e_replica_updates_total", "Q2E changelog rows applied to the local replica."
 )
+Q2E_REPLICA_REJECTED = Counter(
+    "ltrr_q2e_replica_rejected_total",
+    "Q2E changelog records skipped because they are not Q2E rows (no key, unknown prefix, "
+    "undecodable value).",
+)
 CONSUMER_ERRORS = Counter(
     "ltrr_retrieval_consumer_errors_total", "Background consumer restarts, by topic.", ["topic"]
 )

@@ -13,6 +13,7 @@ object, so serving and learning see identical features.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import orjson
 import vowpal_wabbit_next as vw
 
 from ltrr.schemas.exceptions import LtrrError
+from ltrr.schemas.vw_args import VWArgsError, check_vw_args
 
 Namespaces = dict[str, dict[str, Any]]
 
@@ -52,16 +54,65 @@ class Decision:
         return self.pmf[self.chosen]
 
 
+#: A canned decision (context namespaces, one namespace dict per plan) that a model must
+#: score before it is served.
+Probe = tuple[Namespaces, Sequence[Namespaces]]
+
+
 def load_model(
-    version: int, vw_args: Sequence[str], model_bytes: bytes, created_ms: int
+    version: int,
+    vw_args: Sequence[str],
+    model_bytes: bytes,
+    created_ms: int,
+    probe: Probe | None = None,
 ) -> LoadedModel:
-    """A VW workspace for serving (quiet, no learning needed)."""
+    """A VW workspace for serving (quiet, no learning needed), checked before it is served.
+
+    Refused with ``PolicyError``: ``vw_args`` outside the allow-list (``schemas/vw_args.py``:
+    never file or output options), a model that is not ``cb_explore_adf``, a model whose
+    bytes VW reads only in part (a truncated file loads with fewer weights; serialized again
+    it is shorter), and a model that cannot score ``probe`` into a probability per plan.
+    """
+    try:
+        check_vw_args(vw_args)
+    except VWArgsError as exc:
+        raise PolicyError(f"snapshot v{version} refused: {exc}") from exc
     args = [*vw_args, "--quiet"] if "--quiet" not in vw_args else list(vw_args)
     try:
         ws = vw.Workspace(args, model_data=model_bytes)
     except Exception as exc:  # VW raises RuntimeError with its own message
         raise PolicyError(f"Vowpal Wabbit cannot load snapshot v{version}: {exc}") from exc
-    return LoadedModel(version, ws, vw.JsonFormatParser(ws), created_ms, tuple(vw_args))
+    if ws.prediction_type != vw.PredictionType.ActionProbs or not ws.multiline:
+        raise PolicyError(
+            f"snapshot v{version} is a {ws.prediction_type.name} model, not cb_explore_adf"
+        )
+    if len(ws.serialize()) != len(model_bytes):
+        raise PolicyError(f"snapshot v{version}: VW read only part of the model bytes")
+    model = LoadedModel(version, ws, vw.JsonFormatParser(ws), created_ms, tuple(vw_args))
+    if probe is not None:
+        context, plans = probe
+        pmf = _score(model, context, plans)
+        if len(pmf) != len(plans) or not math.isclose(sum(pmf), 1.0, abs_tol=1e-3):
+            raise PolicyError(
+                f"snapshot v{version} scored the probe as {pmf!r}, not one probability per plan"
+            )
+    return model
+
+
+def _score(model: LoadedModel, context: Namespaces, plans: Sequence[Namespaces]) -> list[float]:
+    """The model's probability of each plan (0 for plans it did not score)."""
+    example = {**context, "_multi": list(plans)}
+    try:
+        parsed = model.parser.parse_json(orjson.dumps(example).decode())
+        scored = cast(list[tuple[int, float]], model.workspace.predict_one(parsed))
+    except Exception as exc:
+        raise PolicyError(f"model v{model.version} could not score plans: {exc}") from exc
+    probs = [0.0] * len(plans)
+    for index, prob in scored:
+        if not 0 <= index < len(plans) or not math.isfinite(prob):
+            raise PolicyError(f"model v{model.version} scored plan {index} as {prob}")
+        probs[index] = float(prob)
+    return probs
 
 
 class Policy:
@@ -84,16 +135,8 @@ class Policy:
         model = self.model
         if model is None:
             return self._cold_pmf(n), 0
-        example = {**context, "_multi": list(plan_features)}
         with self._lock:
-            try:
-                parsed = model.parser.parse_json(orjson.dumps(example).decode())
-                scored = cast(list[tuple[int, float]], model.workspace.predict_one(parsed))
-            except Exception as exc:
-                raise PolicyError(f"model v{model.version} could not score plans: {exc}") from exc
-        probs = [0.0] * n
-        for index, prob in scored:
-            probs[index] = float(prob)
+            probs = _score(model, context, plan_features)
         total = sum(probs)
         return tuple(p / total for p in probs) if total > 0 else self._cold_pmf(n), model.version
 

@@ -142,6 +142,17 @@ class Searcher:
             explained,
         )
 
+    def probe(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A canned decision example (context and per-plan namespaces exactly as ``search``
+        builds them, for a query no strategy is asked about) that a model must score before
+        it is served."""
+        signals = strategy_signals({name: [] for name in self.budgets})
+        ctx = {
+            **context_features("ltrr probe query", {}, 0),
+            **strategy_features(signals, self.budgets),
+        }
+        return ctx, plan_features(self.plans, signals)
+
     def _explain(
         self,
         results: Mapping[str, Sequence[Candidate]],

@@ -127,13 +127,21 @@ class RetrievalWorker:
             self.policy,
             settings.verification_keys(),
             settings.model_name,
+            probe=self.searcher.probe(),
+            max_model_bytes=settings.max_model_bytes,
         )
         self.ready_events = {name: asyncio.Event() for name in ("catalog", "q2e", "snapshots")}
+        #: Topics whose consumer failed and has not caught up again since.
+        self.failing: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
         m.CATALOG_SIZE.set_function(lambda: len(self.catalog))
 
     def readiness(self) -> dict[str, bool]:
-        return {name: event.is_set() for name, event in self.ready_events.items()}
+        """Each replica caught up once, and every background consumer healthy (not failing
+        since its last restart)."""
+        parts = {name: event.is_set() for name, event in self.ready_events.items()}
+        parts["consumers"] = not self.failing
+        return parts
 
     async def send_action(self, key: bytes, value: bytes) -> None:
         if self._producer is None:
@@ -161,6 +169,7 @@ class RetrievalWorker:
                     self.ready_events[name],
                     big,
                     self.kafka_kwargs,
+                    self.failing,
                 ),
                 name=name,
             )

@@ -100,6 +100,56 @@ class Engagement:
     actions: Mapping[str, float]
 
 
+def check_row(key: bytes | None, value: bytes | None) -> str | None:
+    """Why a replicated Q2E changelog record cannot be applied, or None if it can.
+
+    Retrieval workers apply the learning worker's rows as they are; a record anyone else wrote
+    to the topic (no key, an unknown prefix, a value that does not decode to the row's shape)
+    must not reach the store that ``/search`` reads.
+    """
+    if not isinstance(key, bytes) or not key:
+        return "no key"
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "key is not UTF-8"
+    prefix = key[:4]
+    if prefix not in (_OBSERVED, _COUNT, _POSTING, _DOC) or len(key) == 4:
+        return f"unknown key {key[:40]!r}"
+    if prefix in (_OBSERVED, _POSTING) and b"\x00" not in key[4:]:
+        return f"key {key[:40]!r} names no entity"
+    if value is None:  # a deletion
+        return None
+    try:
+        if prefix == _COUNT:
+            return None if int(value) >= 0 else "negative count"
+        row = orjson.loads(value)
+    except (ValueError, orjson.JSONDecodeError):
+        return "value does not decode"
+    if prefix == _OBSERVED:
+        ok = (
+            isinstance(row, dict)
+            and _is_number(row.get("t"))
+            and _is_number(row.get("i"))
+            and isinstance(row.get("a"), dict)
+            and all(isinstance(k, str) and _is_number(v) for k, v in row["a"].items())
+        )
+    elif prefix == _POSTING:
+        ok = isinstance(row, list) and len(row) == 2 and all(map(_is_number, row))
+    else:
+        ok = (
+            isinstance(row, dict)
+            and isinstance(row.get("type"), str)
+            and isinstance(row.get("tokens"), list)
+            and all(isinstance(t, str) for t in row["tokens"])
+        )
+    return None if ok else "value is not a Q2E row"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _entity_key(entity_id: str) -> bytes:
     if not entity_id or "\x00" in entity_id:
         raise ValueError(f"entity id must be non-empty without NUL, got {entity_id!r}")

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from ltrr.streams.logs import ThrottledLog
+
 log = logging.getLogger(__name__)
 
 #: Applies a fetched batch of records; may be a coroutine function (awaited before the next
@@ -26,10 +28,11 @@ async def _follow_once(
     ready: asyncio.Event,
     max_bytes: int,
     client_kwargs: Mapping[str, Any],
+    on_caught_up: Callable[[], None] | None = None,
 ) -> None:
     """Apply every message of every partition of ``topic``, a fetched batch per partition at a
     time (so a catalog replay is one index commit per batch, not per entity); set ``ready``
-    once caught up."""
+    (and call ``on_caught_up``) once caught up."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -54,16 +57,20 @@ async def _follow_once(
         tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
+        caught_up = False
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
             for records in batches.values():
                 result = handle(records)
                 if inspect.isawaitable(result):
                     await result
-            if not ready.is_set():
+            if not caught_up:
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    caught_up = True
                     ready.set()
+                    if on_caught_up is not None:
+                        on_caught_up()
     finally:
         await consumer.stop()
 
@@ -127,18 +134,23 @@ async def follow(
     client_kwargs: Mapping[str, Any] | None = None,
     *,
     on_error: Callable[[], None] | None = None,
+    on_caught_up: Callable[[], None] | None = None,
 ) -> None:
     """Apply every message of ``topic`` with ``handle`` (a fetched batch per partition at a
     time) forever; set ``ready`` once caught up with the end offsets seen at start. Restarts
-    from the beginning after broker errors (``on_error`` is called each time) instead of dying.
+    from the beginning after broker errors (``on_error`` is called each time) instead of dying;
+    ``on_caught_up`` is called each time a (re)start has caught up again.
     """
+    throttled = ThrottledLog(log, 60.0)
     while True:
         try:
-            await _follow_once(bootstrap, topic, handle, ready, max_bytes, client_kwargs or {})
+            await _follow_once(
+                bootstrap, topic, handle, ready, max_bytes, client_kwargs or {}, on_caught_up
+            )
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             if on_error is not None:
                 on_error()
-            log.exception("consumer of %s failed; restarting in 2 s", topic)
+            throttled.report(f"consumer of {topic} failed; restarting in 2 s", exc)
             await asyncio.sleep(2.0)

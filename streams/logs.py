@@ -11,13 +11,16 @@ class ThrottledLog:
     happened since it was last logged (the first occurrence is logged at once, with its
     traceback; repeats within the interval only count)."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 30.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = 30.0, level: int = logging.ERROR
+    ) -> None:
         self.logger = logger
         self.interval_s = interval_s
+        self.level = level
         self._last: dict[str, float] = {}
         self._count: dict[str, int] = {}
 
-    def report(self, message: str, exc: BaseException | None = None) -> bool:
+    def report(self, message: str, exc: BaseException | None = None, *, detail: str = "") -> bool:
         """Count one occurrence; returns whether it was logged."""
         now = time.monotonic()
         self._count[message] = self._count.get(message, 0) + 1
@@ -27,11 +30,11 @@ class ThrottledLog:
         count = self._count.pop(message)
         self._last[message] = now
         suffix = f" ({count} times in the last {self.interval_s:.0f} s)" if count > 1 else ""
-        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        first = last is None
-        self.logger.error(
-            "%s%s%s", message, detail, suffix, exc_info=exc if first and exc is not None else None
-        )
+        if exc is not None:
+            detail = f"{type(exc).__name__}: {exc}"
+        detail = f": {detail}" if detail else ""
+        trace = exc if last is None and exc is not None and exc.__traceback__ else None
+        self.logger.log(self.level, "%s%s%s", message, detail, suffix, exc_info=trace)
         return True
 
 

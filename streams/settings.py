@@ -10,12 +10,14 @@ import dataclasses
 import ipaddress
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ltrr.schemas.vw_args import VWArgsError, check_vw_args
 from ltrr.streams.exceptions import SettingsError
 
 ENV_PREFIX = "LTRR_"
@@ -133,9 +135,10 @@ class Settings:
     snapshot_every: int = 1000
     #: ... or every T seconds when something was learned.
     snapshot_interval_s: float = 30.0
-    #: HMAC key that signs snapshots (retrieval workers verify with the same key). Set your own
-    #: secret in production; the default is for local use only.
-    snapshot_key: str = field(default="ltrr-dev-only-key", repr=False)
+    #: HMAC key that signs snapshots (retrieval workers verify with the same key). No default:
+    #: ``ltrr worker``, ``serve``, ``model`` and ``eval --snapshot-topic`` refuse to start
+    #: without one (``ltrr demo`` and ``simulate`` generate a random key per run).
+    snapshot_key: str = field(default="", repr=False)
     #: Name of the signing key, so keys can be rotated (workers may accept several).
     snapshot_key_id: str = "k1"
     #: Retrieval workers and ``ltrr eval``: further keys to accept snapshots from, besides
@@ -143,6 +146,9 @@ class Settings:
     #: only, like the key). Lets a key rotation run without a gap: accept old and new, then
     #: switch the learner, then drop the old.
     snapshot_keys_accepted: str = field(default="", repr=False)
+    #: Largest model a snapshot may carry, bytes: a bigger one is refused before anything is
+    #: allocated for it (retrieval workers, ``ltrr eval``, the learner's adoption).
+    max_model_bytes: int = 256 * 1024 * 1024
     #: Half-life of Q2E engagement, hours.
     q2e_half_life_hours: float = 168.0
     #: Retrieval worker (``ltrr serve``): bind address and port of the HTTP API.
@@ -239,6 +245,7 @@ class Settings:
             "checkpoint_every",
             "snapshot_every",
             "max_models",
+            "max_model_bytes",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -265,13 +272,25 @@ class Settings:
             raise SettingsError(
                 f"reward_aggregation must be max|sum|earliest, got {self.reward_aggregation}"
             )
-        if not self.snapshot_key:
-            raise SettingsError("snapshot_key is empty; set LTRR_SNAPSHOT_KEY to a secret")
         self.verification_keys()  # refuses a malformed snapshot_keys_accepted
+        if self.vw_args:
+            try:
+                check_vw_args(shlex.split(self.vw_args))
+            except (ValueError, VWArgsError) as exc:
+                raise SettingsError(f"vw_args: {exc} (LTRR_VW_ARGS)") from exc
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
         self._validate_security()
         self._validate_serve()
+
+    def require_snapshot_key(self) -> None:
+        """Refuse to go on without a signing key (there is no built-in one)."""
+        if not self.snapshot_key:
+            raise SettingsError(
+                "no snapshot key: set LTRR_SNAPSHOT_KEY to a secret shared by the learning and "
+                'retrieval workers, e.g. export LTRR_SNAPSHOT_KEY="$(openssl rand -hex 32)" '
+                "(ltrr demo and ltrr simulate make one up per run)"
+            )
 
     def model_allow_list(self) -> frozenset[str]:
         """The configured model keys (empty = any, bounded by ``max_models``)."""
@@ -280,7 +299,7 @@ class Settings:
     def verification_keys(self) -> dict[str, bytes]:
         """Key id -> key of every key a snapshot may be signed with: the signing key and
         ``snapshot_keys_accepted`` (which may not redefine the signing key's id)."""
-        keys = {self.snapshot_key_id: self.snapshot_key.encode()}
+        keys = {self.snapshot_key_id: self.snapshot_key.encode()} if self.snapshot_key else {}
         for part in filter(None, (p.strip() for p in self.snapshot_keys_accepted.split(","))):
             key_id, sep, key = part.partition("=")
             key_id = key_id.strip()

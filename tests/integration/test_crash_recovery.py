@@ -22,7 +22,7 @@ from tests.integration.loop_helpers import (
 from tests.integration.processes import worker
 
 N = 300
-KEY = b"ltrr-dev-only-key"
+KEY = b"ltrr-test-key"
 FLAGS = (
     "--reward-window-s",
     "1",

@@ -29,7 +29,7 @@ from tests.integration.processes import FAST_LOOP_FLAGS, worker
 LAG = "ltrr_consumer_lag_messages"
 
 N = 40
-KEY = b"ltrr-dev-only-key"
+KEY = b"ltrr-test-key"
 
 
 def script(seed: int = 5) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:

@@ -21,7 +21,7 @@ from tests.integration.loop_helpers import latest_snapshot, learn_offline_agains
 from tests.integration.processes import FAST_LOOP_FLAGS, metric, worker
 from tests.unit.test_learning import reward_lines
 
-KEY = b"ltrr-dev-only-key"
+KEY = b"ltrr-test-key"
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:

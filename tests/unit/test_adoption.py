@@ -15,7 +15,7 @@ from ltrr.state.store import MemoryStore
 from tests.unit.test_learning import reward_lines
 
 TOPIC = "ltrr.rewards"
-POLICY = SnapshotPolicy()
+POLICY = SnapshotPolicy(key=b"ltrr-test-key")
 KEYS = {POLICY.key_id: POLICY.key}
 
 

@@ -95,4 +95,43 @@ def test_verification_keys_add_accepted_keys_for_rotation() -> None:
     assert "s3cret" not in repr(settings)
     for bad in ("k1", "k1=", "=x", "k2=other"):
         with pytest.raises(SettingsError, match="snapshot_keys_accepted"):
-            Settings.load({"LTRR_SNAPSHOT_KEY_ID": "k2", "LTRR_SNAPSHOT_KEYS_ACCEPTED": bad})
+            Settings.load(
+                {
+                    "LTRR_SNAPSHOT_KEY": "s3cret-new",
+                    "LTRR_SNAPSHOT_KEY_ID": "k2",
+                    "LTRR_SNAPSHOT_KEYS_ACCEPTED": bad,
+                }
+            )
+
+
+def test_there_is_no_built_in_snapshot_key() -> None:
+    """Fail closed: nothing signs or verifies with a key everyone knows."""
+    settings = Settings.load({})
+    assert settings.snapshot_key == "" and settings.verification_keys() == {}
+    with pytest.raises(SettingsError, match="LTRR_SNAPSHOT_KEY"):
+        settings.require_snapshot_key()
+    Settings.load({"LTRR_SNAPSHOT_KEY": "s3cret"}).require_snapshot_key()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "--cb_explore_adf -p /tmp/predictions",
+        "--cb_explore_adf -f model.vw",
+        "--cb_explore_adf --readable_model /etc/passwd",
+        "--cb_explore_adf --cache_file c",
+        "--cb_explore_adf --invert_hash x",
+        "--cb_explore_adf -d data",
+        "--epsilon 0.1",
+        "--cb_explore_adf -q zz",
+        "--cb_explore_adf -b 40",
+    ],
+)
+def test_vw_args_outside_the_allow_list_are_refused(args: str) -> None:
+    with pytest.raises(SettingsError, match="vw_args"):
+        Settings.load({"LTRR_VW_ARGS": args})
+
+
+def test_vw_args_of_learning_and_exploration_are_accepted() -> None:
+    args = "--cb_explore_adf --squarecb --gamma_scale=10 -q cp -q :: -b 20 --cb_type mtr -l 0.5"
+    assert Settings.load({"LTRR_VW_ARGS": args}).vw_args == args

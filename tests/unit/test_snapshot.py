@@ -120,14 +120,25 @@ def test_chunked_round_trip_of_a_large_real_vw_model() -> None:
     assert _predict(args, result.model_bytes) == _predict(args, model_bytes)
 
 
-def test_tampered_payload_is_checksum_mismatch() -> None:
+def test_tampered_chunk_is_refused_and_never_buffered() -> None:
     messages = _encode(os.urandom(3 * MIB), max_message_bytes=MIB)
     key, value = messages[1]
     assert value is not None
     messages[1] = (key, value[:100] + bytes([value[100] ^ 1]) + value[101:])
+    assembler = SnapshotAssembler(KEYS)
+    chunk, header = _feed(assembler, messages)
+    assert isinstance(chunk, Rejected) and chunk.reason == "bad_signature"
+    assert isinstance(header, Rejected) and header.reason == "incomplete"
+    assert header.version == 1 and assembler.buffered_bytes == 0
+
+
+def test_chunk_sha256_still_guards_a_key_holders_mixup() -> None:
+    """Chunks signed right but from another model's bytes: the header's SHA-256 refuses."""
+    messages = _encode(os.urandom(3 * MIB), max_message_bytes=MIB)
+    other = _encode(os.urandom(3 * MIB), max_message_bytes=MIB)
+    messages[1] = other[1]
     [result] = _feed(SnapshotAssembler(KEYS), messages)
     assert isinstance(result, Rejected) and result.reason == "checksum_mismatch"
-    assert result.version == 1
 
 
 def test_tampered_inline_payload_is_checksum_mismatch() -> None:
@@ -148,7 +159,7 @@ def test_tampered_header_field_is_bad_signature() -> None:
 def test_tampered_chunk_metadata_is_bad_signature() -> None:
     messages = _encode(os.urandom(2 * MIB), max_message_bytes=MIB)
     header = _header(messages)
-    header["chunks"]["count"] = 2
+    header["chunks"]["count"] = 5
     messages[-1] = (b"plans", orjson.dumps(header))
     [result] = _feed(SnapshotAssembler(KEYS), messages)
     assert isinstance(result, Rejected) and result.reason == "bad_signature"
@@ -252,5 +263,98 @@ def test_random_messages_never_raise(key: bytes | None, value: bytes | None) -> 
 def test_encoder_refuses_impossible_arguments() -> None:
     with pytest.raises(ValueError, match="max_message_bytes"):
         _encode(b"x", max_message_bytes=SAFETY_MARGIN_BYTES)
-    with pytest.raises(ValueError, match="previous_version"):
+    with pytest.raises(ValueError, match="not older"):
         _encode(b"x", version=2, previous_version=2, previous_chunks=1)
+
+
+# -- hostile input on the snapshots topic (issue 15) ----------------------------------------
+
+
+def test_a_chunk_key_with_thousands_of_digits_is_refused_not_raised() -> None:
+    """``int()`` of 5,000 digits raises in Python; the key is refused before that."""
+    assembler = SnapshotAssembler(KEYS)
+    [result] = [assembler.feed(b"default/" + b"9" * 5000 + b"/0", b"x" * 5000)]
+    assert isinstance(result, Rejected) and result.reason == "malformed"
+    result = assembler.feed(b"default/" + b"9" * 40 + b"/0", b"x")
+    assert isinstance(result, Rejected) and result.reason == "malformed"
+
+
+def test_unsigned_chunks_at_future_versions_are_never_buffered() -> None:
+    """256 x 1 MiB unsigned chunks: nothing is held, and a real snapshot still loads."""
+    assembler = SnapshotAssembler(KEYS, max_buffered_bytes=8 * MIB)
+    junk = os.urandom(MIB)
+    refused = [assembler.feed(f"plans/{v}/0".encode(), junk) for v in range(2, 258)]
+    assert all(isinstance(r, Rejected) and r.reason == "malformed" for r in refused)
+    forged = _encode(junk, version=300, max_message_bytes=MIB, key=b"not-the-key")
+    reasons = [r.reason for r in _feed(assembler, forged[:-1]) if isinstance(r, Rejected)]
+    assert reasons == ["bad_signature"] * (len(forged) - 1) and reasons
+    assert assembler.buffered_bytes == 0
+    model = os.urandom(3 * MIB)
+    [result] = _feed(assembler, _encode(model, version=2, max_message_bytes=MIB))
+    assert isinstance(result, Loaded) and result.model_bytes == model
+
+
+def test_chunk_count_must_match_the_size_before_anything_is_allocated() -> None:
+    messages = _resign(
+        _encode(os.urandom(2 * MIB), max_message_bytes=MIB),
+        chunks={"count": 10**8, "chunk_bytes": MIB - SAFETY_MARGIN_BYTES},
+    )
+    [result] = _feed(SnapshotAssembler(KEYS), messages)
+    assert isinstance(result, Rejected) and result.reason == "malformed"
+    assert "chunks.count" in result.detail
+
+
+def test_a_model_beyond_max_model_bytes_is_too_large() -> None:
+    messages = _encode(os.urandom(3 * MIB), max_message_bytes=MIB)
+    assembler = SnapshotAssembler(KEYS, max_model_bytes=2 * MIB)
+    results = _feed(assembler, messages)
+    assert [r.reason for r in results if isinstance(r, Rejected)] == ["too_large"]
+    assert assembler.buffered_bytes == 0
+
+
+def test_a_version_is_consumed_only_when_committed() -> None:
+    """A loader that could not load v100 does not commit it: v50 still loads after it."""
+    assembler = SnapshotAssembler(KEYS, commit=False)
+    [v100] = _feed(assembler, _encode(b"unloadable", version=100))
+    assert isinstance(v100, Loaded) and assembler.loaded_version("plans") is None
+    [v50] = _feed(assembler, _encode(b"good", version=50))
+    assert isinstance(v50, Loaded)
+    assembler.commit("plans", (0, 50))
+    [stale] = _feed(assembler, _encode(b"older", version=49))
+    assert isinstance(stale, Rejected) and stale.reason == "stale_version"
+
+
+def test_a_new_epoch_supersedes_any_version_of_the_old_one() -> None:
+    assembler = SnapshotAssembler(KEYS)
+    [top] = _feed(assembler, _encode(b"top", version=2**53 - 1))
+    assert isinstance(top, Loaded)
+    [stuck] = _feed(assembler, _encode(b"next", version=2))
+    assert isinstance(stuck, Rejected) and stuck.reason == "stale_version"
+    model = os.urandom(2 * MIB)
+    messages = _encode(model, version=1, epoch=1, max_message_bytes=MIB)
+    assert messages[0][0] == b"plans/1-1/0"
+    [rolled] = _feed(assembler, messages)
+    assert isinstance(rolled, Loaded) and rolled.model_bytes == model
+    assert assembler.newest("plans") == (1, 1)
+    tombstones = _encode(b"v2", version=2, epoch=1, previous_version=1, previous_chunks=3)
+    assert [k for k, v in tombstones if v is None] == [
+        b"plans/1-1/0",
+        b"plans/1-1/1",
+        b"plans/1-1/2",
+    ]
+
+
+@given(
+    key=st.one_of(
+        st.binary(max_size=200),
+        st.from_regex(rb"\Aplans/([0-9]{1,30}-)?[0-9]{1,30}/[0-9]{1,12}\Z"),
+    ),
+    value=st.one_of(st.none(), st.binary(max_size=2000)),
+)
+def test_random_chunk_keys_and_values_never_raise_or_buffer(
+    key: bytes, value: bytes | None
+) -> None:
+    assembler = SnapshotAssembler(KEYS)
+    result = assembler.feed(key, value)
+    assert result is None or isinstance(result, Rejected)
+    assert assembler.buffered_bytes == 0

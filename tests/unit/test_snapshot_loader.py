@@ -21,14 +21,17 @@ from ltrr.schemas.snapshot import encode_snapshot
 from ltrr.state.store import MemoryStore
 from tests.unit.test_learning import reward_lines
 
-POLICY = SnapshotPolicy()
+POLICY = SnapshotPolicy(key=b"ltrr-test-key")
 
 
-def records(version: int, model_bytes: bytes) -> list[Any]:
+def records(
+    version: int, model_bytes: bytes, vw_args: list[str] | None = None, epoch: int = 0
+) -> list[Any]:
     messages = encode_snapshot(
         model="default",
         version=version,
-        vw_args=list(DEFAULT_VW_ARGS),
+        epoch=epoch,
+        vw_args=list(DEFAULT_VW_ARGS) if vw_args is None else vw_args,
         model_bytes=model_bytes,
         examples_learned=0,
         offsets=[],
@@ -100,3 +103,78 @@ async def test_searches_are_answered_while_a_model_loads(model_bytes: bytes) -> 
     await loader.handle(records(7, model_bytes))
     task.cancel()
     assert ticks > 0
+
+
+PROBE = (
+    {"c": {"tokens": 2.0}, "s": {"lexical_count": 0.0}},
+    [{"p": {"lexical": 1.0}}, {"p": {"semantic": 1.0}}, {"p": {"memory": 1.0}}],
+)
+
+
+def loader_with_probe() -> tuple[Policy, SnapshotLoader]:
+    policy = Policy()
+    return policy, SnapshotLoader(policy, {POLICY.key_id: POLICY.key}, "default", probe=PROBE)
+
+
+async def test_a_version_that_fails_to_load_is_not_consumed(model_bytes: bytes) -> None:
+    """An unloadable v100 used to consume its version, so a valid v50 was refused as stale."""
+    policy, loader = loader_with_probe()
+    await loader.handle(records(100, b"not a vw model" * 50))
+    assert policy.model is None
+    await loader.handle(records(50, model_bytes))
+    assert policy.model is not None and policy.model.version == 50
+
+
+async def test_vw_args_that_write_files_are_refused_and_nothing_is_written(
+    model_bytes: bytes, tmp_path: Any
+) -> None:
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    policy, loader = loader_with_probe()
+    before = rejected("unloadable")
+    for args in (["-p", str(victim)], ["--readable_model", str(victim)], ["-f", str(victim)]):
+        await loader.handle(records(1, model_bytes, [*DEFAULT_VW_ARGS, *args]))
+    assert policy.model is None and rejected("unloadable") == before + 3
+    assert victim.read_text() == "keep me"
+
+
+async def test_a_regression_model_is_refused(model_bytes: bytes) -> None:
+    """A VW regression model (vw_args=[]) used to load, then every /search was a 500."""
+    import vowpal_wabbit_next as vw
+
+    regression = vw.Workspace(["--quiet"]).serialize()
+    policy, loader = loader_with_probe()
+    await loader.handle(records(1, regression, []))
+    await loader.handle(records(2, regression, ["--cb_explore_adf"]))
+    assert policy.model is None
+    await loader.handle(records(3, model_bytes))
+    assert policy.model is not None and policy.model.version == 3
+
+
+async def test_a_truncated_model_is_refused(model_bytes: bytes) -> None:
+    """VW loads the first half of a model with fewer weights; serialized again it is shorter."""
+    policy, loader = loader_with_probe()
+    await loader.handle(records(1, model_bytes[: len(model_bytes) // 2]))
+    await loader.handle(records(2, model_bytes[: len(model_bytes) - 100]))
+    assert policy.model is None
+    await loader.handle(records(3, model_bytes))
+    assert policy.model is not None and policy.model.version == 3
+
+
+async def test_the_loaded_model_scores_the_probe(model_bytes: bytes) -> None:
+    policy, loader = loader_with_probe()
+    await loader.handle(records(1, model_bytes))
+    assert policy.model is not None
+    pmf, version = policy.pmf(*PROBE)
+    assert version == 1 and len(pmf) == 3 and abs(sum(pmf) - 1) < 1e-6
+
+
+async def test_an_operator_epoch_supersedes_a_version_nothing_could_follow(
+    model_bytes: bytes,
+) -> None:
+    policy, loader = loader_with_probe()
+    await loader.handle(records(2**53 - 1, model_bytes))
+    await loader.handle(records(5, model_bytes))
+    assert policy.model is not None and policy.model.version == 2**53 - 1
+    await loader.handle(records(1, model_bytes, epoch=1))
+    assert policy.model.version == 1 and loader.serving == (1, 1)
