@@ -262,8 +262,8 @@ def test_shipped_snapshot_key_is_empty_and_refused() -> None:
     """The Secret is a placeholder that fails closed: ltrr will not start with it unfilled."""
     secret = find("Secret", "ltrr-snapshot-key")
     assert secret["stringData"] == {"LTRR_SNAPSHOT_KEY": ""}
-    with pytest.raises(SettingsError, match="snapshot_key"):
-        Settings.load({"LTRR_SNAPSHOT_KEY": ""})
+    with pytest.raises(SettingsError, match="LTRR_SNAPSHOT_KEY"):
+        Settings.load({"LTRR_SNAPSHOT_KEY": ""}).require_snapshot_key()
 
 
 # -- access: tokens and network policies ------------------------------------------------------

@@ -63,6 +63,7 @@ def offered(w: Any, count: int) -> None:
 
 def model_cli(bootstrap: str, prefix: str, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LTRR_")}
+    env["LTRR_SNAPSHOT_KEY"] = KEY.decode()
     result = subprocess.run(
         [
             sys.executable,
@@ -137,6 +138,23 @@ def test_export_rollback_and_reset(bootstrap: str, prefix: str, tmp_path: Path) 
             fresh.learn(line)
         assert restarted.model_bytes == fresh.model_bytes("default")
         assert metric(w, "ltrr_learner_snapshots_total", verdict="adopted") == 2
+
+        # A new epoch: version 1 of epoch 1 is newer than every version of epoch 0; the
+        # learner adopts it and counts on within epoch 1.
+        bumped = model_cli(bootstrap, prefix, "publish", "--new-epoch", str(tmp_path / "good.vw"))
+        assert (bumped["epoch"], bumped["version"]) == (1, 1)
+        served = latest_snapshot(bootstrap, prefix + "snapshots", KEY)
+        assert served is not None and served.header["epoch"] == 1
+        assert served.model_bytes == good.model_bytes
+        offered(w, 3)
+        produce(bootstrap, rewards, reward_lines(10, seed=14))
+        onward = wait_for(
+            lambda: latest_snapshot(bootstrap, prefix + "snapshots", KEY),
+            lambda s: s is not None and s.header["examples_learned"] == 110,
+            90,
+            "the learner's first snapshot in epoch 1",
+        )
+        assert (onward.header["epoch"], onward.header["version"]) == (1, 2)
 
 
 def test_a_worker_without_state_continues_the_published_model(

@@ -135,3 +135,14 @@ def test_vw_args_outside_the_allow_list_are_refused(args: str) -> None:
 def test_vw_args_of_learning_and_exploration_are_accepted() -> None:
     args = "--cb_explore_adf --squarecb --gamma_scale=10 -q cp -q :: -b 20 --cb_type mtr -l 0.5"
     assert Settings.load({"LTRR_VW_ARGS": args}).vw_args == args
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker"], ["model", "list"]])
+def test_commands_that_sign_or_verify_refuse_to_start_without_a_key(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltrr.cli import main
+
+    monkeypatch.delenv("LTRR_SNAPSHOT_KEY", raising=False)
+    assert main([*command, "--broker", "127.0.0.1:1"]) == 2
+    assert "LTRR_SNAPSHOT_KEY" in capsys.readouterr().err
