@@ -56,6 +56,8 @@ def catalog_handler(catalog: Catalog) -> Callable[[list[Any]], None]:
     """Apply a batch of catalog messages as one catalog change (in order: the last message for
     an id wins, a tombstone deletes)."""
 
+    throttled = ThrottledLog(log, 60.0, logging.WARNING)
+
     def handle(records: list[Any]) -> None:
         upserts: dict[str, Entity] = {}
         deletes: dict[str, None] = {}
@@ -70,6 +72,9 @@ def catalog_handler(catalog: Catalog) -> Callable[[list[Any]], None]:
             result = decode(Contract.CATALOG_ENTITY, record.value, key=record.key, key_field="id")
             if isinstance(result, Rejection):
                 m.CATALOG_UPDATES.labels("rejected").inc()
+                throttled.report(
+                    "catalog record skipped", detail=f"{result.reason}: {result.detail}"
+                )
                 continue
             entity = Entity.from_dict(result)
             deletes.pop(entity.id, None)

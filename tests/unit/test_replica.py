@@ -93,3 +93,24 @@ def test_rows_with_real_prefixes_and_any_value_never_break_search(
     key = prefix + query.encode() + (b"" if prefix in (b"q2d/", b"q2n/") else b"\x00e1")
     q2e_handler(store)([record(key, value)])
     Q2EMemory(store).scores(query, 1_700_000_000_000)
+
+
+async def test_a_failing_consumer_is_reported_until_it_catches_up_again() -> None:
+    """Readiness must not stay green while a replica consumer cannot read its topic."""
+    import asyncio
+
+    from ltrr.retrieval.replica import run_consumer
+
+    failing: set[str] = set()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        run_consumer("127.0.0.1:1", "ltrr.q2e", lambda records: None, ready, 1 << 20, {}, failing)
+    )
+    try:
+        for _ in range(100):
+            if failing:
+                break
+            await asyncio.sleep(0.1)
+        assert failing == {"ltrr.q2e"} and not ready.is_set()
+    finally:
+        task.cancel()

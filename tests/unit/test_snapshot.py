@@ -358,3 +358,28 @@ def test_random_chunk_keys_and_values_never_raise_or_buffer(
     result = assembler.feed(key, value)
     assert result is None or isinstance(result, Rejected)
     assert assembler.buffered_bytes == 0
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@given(changes=st.dictionaries(st.sampled_from(sorted(_header(_encode(b"m")))), _JSON, max_size=4))
+def test_headers_with_any_field_values_never_raise(changes: dict[str, Any]) -> None:
+    """Any field of a real header replaced by any JSON value (signed or not): refused or
+    loaded, never an exception."""
+    header = _header(_encode(b"model")) | changes
+    unsigned = orjson.dumps(header)
+    if "signature" not in changes:
+        header["signature"] = {"alg": "hmac-sha256", "key_id": "k1", "value": ""}
+        header["signature"]["value"] = sign_header(header, KEY)
+    for value in (unsigned, orjson.dumps(header)):
+        result = SnapshotAssembler(KEYS).feed(b"plans", value)
+        assert result is None or isinstance(result, Loaded | Rejected)
