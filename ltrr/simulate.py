@@ -31,7 +31,7 @@ from ltrr.processes import ServeProcess, WorkerProcess
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.sim.beir import BeirWorld
 from ltrr.sim.runner import HttpBackend, SimConfig, Simulation, World
-from ltrr.sim.scoreboard import LEARNED, ORACLE, UNION, Scoreboard
+from ltrr.sim.scoreboard import LEARNED, ORACLE, QUERY_ORACLE, UNION, Scoreboard
 from ltrr.sim.world import DEFAULT_MIX, KINDS, MusicWorld, WorldConfig
 from ltrr.streams.scrape import scrape, total
 
@@ -313,12 +313,15 @@ class Progress:
         means = {k: sum(v) / len(v) for k, v in recent.series().items()}
         singles = {k: v for k, v in means.items() if k in board.singles}
         best = max(singles, key=lambda k: singles[k]) if singles else LEARNED
+        _, gap_recent = recent.gap_closed(recent.series())
+        _, gap_run = board.gap_closed(board.series())
         rate = n / max(1e-9, time.monotonic() - self.started)
         line = (
             f"  {n:5d}/{self.queries} {rate:4.1f} q/s | reward/query, last {len(window)}: "
             f"learned {means[LEARNED]:.3f}  union {means.get(UNION, 0):.3f}  "
-            f"{best} {means[best]:.3f}  oracle {means[ORACLE]:.3f} | model v"
-            f"{window[-1].model_version}"
+            f"{best} {means[best]:.3f}  oracle kind {means[ORACLE]:.3f} query "
+            f"{means[QUERY_ORACLE]:.3f} | gap closed {_gap(gap_recent)} (run {_gap(gap_run)})"
+            f" | model v{window[-1].model_version}"
         )
         if self.tty:
             width = shutil.get_terminal_size((120, 24)).columns - 1
@@ -337,6 +340,10 @@ class Progress:
                     f"{p} {c / sum(chosen.values()):.0%}" for p, c in chosen.most_common(2)
                 )
                 say(f"      {kind:9s} -> {top}")
+
+
+def _gap(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -486,8 +493,11 @@ def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
         say(f"  {name:10s} {value:.4f}{extra}")
     say(
         f"  learned beats every static baseline: "
-        f"{'yes' if summary['beats_every_static_baseline'] else 'NO'}; "
-        f"learned/oracle in the last quarter: {summary['last_quarter_learned_over_oracle']}"
+        f"{'yes' if summary['beats_every_static_baseline'] else 'NO'}; gap closed to the "
+        f"per-query oracle: {_gap(summary['gap_closed'])} whole run, "
+        f"{_gap(summary['last_quarter_gap_closed'])} last quarter (best static baseline "
+        f"{summary['best_static_baseline']}; learned/per-kind oracle in the last quarter: "
+        f"{summary['last_quarter_learned_over_oracle']})"
     )
     if "impressions_logged" in summary:
         dead = summary["dead_lettered"]

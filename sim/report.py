@@ -9,12 +9,16 @@ from typing import Any
 import matplotlib
 import orjson
 
-from ltrr.sim.scoreboard import LEARNED, ORACLE, UNIFORM, Scoreboard
+from ltrr.sim.scoreboard import LEARNED, ORACLE, QUERY_ORACLE, UNIFORM, Scoreboard
 
 matplotlib.use("Agg")  # files only, no display
 from matplotlib import pyplot as plt
 
-_STYLE = {LEARNED: ("black", "-", 2.4), ORACLE: ("dimgray", "--", 1.6)}
+_STYLE = {
+    LEARNED: ("black", "-", 2.4),
+    ORACLE: ("dimgray", "--", 1.6),
+    QUERY_ORACLE: ("silver", "--", 1.6),
+}
 
 
 def _style(name: str) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def plot_rewards(series: Mapping[str, Sequence[float]], path: Path) -> None:
 def plot_recall(recall: Mapping[str, float], path: Path) -> None:
     names = list(recall)
     fig, ax = plt.subplots(figsize=(9, 3.8))
-    palette = {LEARNED: "black", ORACLE: "dimgray"}
+    palette = {LEARNED: "black", ORACLE: "dimgray", QUERY_ORACLE: "silver"}
     colors = [palette.get(n, "tab:blue") for n in names]
     ax.bar(names, [recall[n] for n in names], color=colors)
     for i, n in enumerate(names):
@@ -134,13 +138,20 @@ def markdown(summary: Mapping[str, Any], title: str) -> str:
         f"**{'yes' if summary['beats_every_static_baseline'] else 'no'}** "
         f"(best static baseline: `{summary['best_static_baseline']}`, regret of learned vs. it "
         f"{regret[summary['best_static_baseline']]:+.1f}; negative means learned is ahead).",
-        f"- Learned / oracle expected reward in the last quarter of the run: "
-        f"**{summary['last_quarter_learned_over_oracle']}**.",
+        f"- Gap closed between the best static baseline and the per-query oracle: "
+        f"**{_fmt(summary['gap_closed'])}** over the whole run, "
+        f"**{_fmt(summary['last_quarter_gap_closed'])}** in the last quarter (best static "
+        f"baseline there: `{summary['best_static_baseline_last_quarter']}`; 0 = no gain from "
+        f"learning, 1 = the best plan for every query).",
+        f"- Learned / per-kind oracle expected reward in the last quarter of the run: "
+        f"{summary['last_quarter_learned_over_oracle']}.",
         f"- Realized reward of the learned policy (sampled clicks): "
         f"{summary['realized_mean_reward']} per query.",
         "",
         "Rewards are the click model's expected reward of what each policy would show for the",
-        "same query (sim/clicks.py); `oracle` is the best fixed plan per query kind in hindsight.",
+        "same query (sim/clicks.py); `oracle` is the best fixed plan per query kind in hindsight,",
+        "`oracle_per_query` the best configured plan for each query in hindsight; the best static",
+        "baseline is the best of `union` and the single strategies.",
         "",
         "| policy | mean reward | cumulative | regret of learned vs. it | last quarter "
         "| recall@budget |",
@@ -173,7 +184,14 @@ def markdown(summary: Mapping[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a (no gap)" if value is None else f"{value:.2f}"
+
+
 _SUMMARY_KEYS = {
+    "best_static_baseline_last_quarter",
+    "gap_closed",
+    "last_quarter_gap_closed",
     "queries",
     "mean_reward",
     "cumulative_reward",

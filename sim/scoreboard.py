@@ -9,7 +9,17 @@ comparison carries no click noise:
 - ``union``: every strategy at once, sharing the same total candidate budget;
 - ``uniform``: a plan drawn uniformly at random (its exact expectation: the mean over plans);
 - ``oracle``: for each query kind, the one plan that did best on that kind over the whole
-  run (best fixed plan per kind in hindsight; needs the whole run, so it is computed here).
+  run (best fixed plan per kind in hindsight; needs the whole run, so it is computed here);
+- ``oracle_per_query``: for each query, the best configured plan for that very query in
+  hindsight (from the same retrieval): the ceiling of what choosing a plan per query can reach.
+  Where the query kind says little (a BEIR world has only ``short``/``long``), the per-kind
+  oracle is about the best fixed plan, and only this one shows the headroom.
+
+The *best static baseline* is the best of ``union`` and every single strategy; *gap closed*
+is ``(learned - best static) / (oracle_per_query - best static)``: 0 when learning gains
+nothing over the best thing one could configure without it, 1 when it picks the best plan for
+every query (computed over the whole run and over its last quarter, each with the best static
+baseline of that stretch).
 
 Recall@budget is the share of a query's relevant entities in the candidate set a policy
 retrieved (the union of its strategies' budgeted candidates), before ranking cuts it to k.
@@ -23,6 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LEARNED, UNION, UNIFORM, ORACLE = "learned", "union", "uniform", "oracle"
+QUERY_ORACLE = "oracle_per_query"
+#: Policies that are not static baselines (they need hindsight, or they learn).
+NOT_STATIC = (LEARNED, ORACLE, QUERY_ORACLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +91,38 @@ class Scoreboard:
             out[UNION] = [s.plans[index[self.union_id]] for s in self.steps]
         out[UNIFORM] = [sum(s.plans[: self.configured]) / self.configured for s in self.steps]
         out[ORACLE] = [s.plans[oracle[s.kind]] for s in self.steps]
+        out[QUERY_ORACLE] = [max(s.plans[: self.configured]) for s in self.steps]
         return out
+
+    def _best_plan(self, step: Step) -> int:
+        """Index of the configured plan with the highest expected reward on ``step`` (the
+        first one on ties)."""
+        rewards = step.plans[: self.configured]
+        return max(range(self.configured), key=lambda i: (rewards[i], -i))
+
+    def static_baselines(self) -> list[str]:
+        """The names of the baselines that the best static baseline is chosen from: every
+        single strategy and the union."""
+        return [*self.singles, *([UNION] if self.union_id is not None else [])]
+
+    def gap_closed(
+        self, series: Mapping[str, Sequence[float]], start: int = 0, stop: int | None = None
+    ) -> tuple[str | None, float | None]:
+        """The best static baseline over ``steps[start:stop]`` and the share of the gap
+        between it and the per-query oracle that the learned policy closed there (``None``
+        when there is no gap to close)."""
+        stop = len(self.steps) if stop is None else stop
+        if stop <= start:
+            return None, None
+        means = {k: sum(v[start:stop]) / (stop - start) for k, v in series.items()}
+        static = [k for k in self.static_baselines() if k in means]
+        if not static:
+            return None, None
+        best = max(static, key=lambda k: means[k])
+        room = means[QUERY_ORACLE] - means[best]
+        if room <= 1e-9:
+            return best, None
+        return best, (means[LEARNED] - means[best]) / room
 
     def recall_series(self) -> dict[str, list[float]]:
         index = {p: i for i, p in enumerate(self.plan_ids)}
@@ -90,6 +134,7 @@ class Scoreboard:
             out[UNION] = [s.recalls[index[self.union_id]] for s in self.steps]
         out[UNIFORM] = [sum(s.recalls[: self.configured]) / self.configured for s in self.steps]
         out[ORACLE] = [s.recalls[oracle[s.kind]] for s in self.steps]
+        out[QUERY_ORACLE] = [s.recalls[self._best_plan(s)] for s in self.steps]
         return out
 
     # ---- summary ---------------------------------------------------------------------------
@@ -103,8 +148,9 @@ class Scoreboard:
         quarter = max(1, n // 4)
         cumulative = {name: sum(values) for name, values in series.items()}
         last = {name: sum(values[-quarter:]) / quarter for name, values in series.items()}
-        static = [name for name in series if name not in (LEARNED, ORACLE)]
-        best_static = max(static, key=lambda name: cumulative[name])
+        static = [name for name in series if name not in NOT_STATIC]
+        best_static, gap_all = self.gap_closed(series)
+        best_last, gap_last = self.gap_closed(series, n - quarter)
         kinds = sorted({s.kind for s in self.steps})
         half = self.steps[n // 2 :]
         mix: dict[str, dict[str, float]] = {}
@@ -127,6 +173,9 @@ class Scoreboard:
                 k: round(v - cumulative[LEARNED], 3) for k, v in cumulative.items() if k != LEARNED
             },
             "best_static_baseline": best_static,
+            "best_static_baseline_last_quarter": best_last,
+            "gap_closed": _round(gap_all),
+            "last_quarter_gap_closed": _round(gap_last),
             "beats_every_static_baseline": all(
                 cumulative[LEARNED] > cumulative[name] for name in static
             ),
@@ -141,6 +190,10 @@ class Scoreboard:
             "per_kind_mean_reward": per_kind,
             "final_model_version": self.steps[-1].model_version,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def recall_at_budget(

@@ -15,7 +15,17 @@ from tests.integration.processes import metric, wait_until, worker
 
 BEIR = Path(__file__).parents[1] / "data" / "beir-mini"
 FAST_LOOP = ("--reward-window-s", "1", "--join-tick-s", "0.2", "--snapshot-interval-s", "1")
-POLICIES = {"learned", "lexical", "memory", "popular", "fresh", "union", "uniform", "oracle"}
+POLICIES = {
+    "learned",
+    "lexical",
+    "memory",
+    "popular",
+    "fresh",
+    "union",
+    "uniform",
+    "oracle",
+    "oracle_per_query",
+}
 
 
 def ltrr(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -146,6 +146,45 @@ def test_scoreboard_oracle_regret_and_verdict() -> None:
     assert board.summary()["beats_every_static_baseline"] is False
 
 
+def test_per_query_oracle_and_gap_closed_on_a_world_known_by_hand() -> None:
+    # One query kind, two plans: plan a serves query 1 (0.8 vs 0.2), plan b query 2 (0.6 vs
+    # 0.1). The best fixed plan (the per-kind oracle) is a, 0.45 per query; the best plan per
+    # query gets 0.7; the union gets 0.5 on both. Learned 0.6 on each: half the gap closed.
+    board = Scoreboard(["a", "b", "a:1+b:1"], {"a": "a", "b": "b"}, "a:1+b:1", configured=2)
+    for _ in range(8):
+        board.add(_step("k", [0.8, 0.2, 0.5], 0.6))
+        board.add(_step("k", [0.1, 0.6, 0.5], 0.6))
+    summary = board.summary()
+    mean = summary["mean_reward"]
+    assert mean["oracle"] == pytest.approx(0.45)
+    assert mean["oracle_per_query"] == pytest.approx(0.7)
+    assert summary["best_static_baseline"] == "union"
+    assert summary["gap_closed"] == pytest.approx(0.5)
+    assert summary["last_quarter_gap_closed"] == pytest.approx(0.5)
+    assert summary["beats_every_static_baseline"] is True
+    # Only the last quarter improves: the whole run closes less of the gap than it.
+    for learned in ((0.6, 0.6),) * 4 + ((0.8, 0.55),) * 4:  # 32 queries: the last 8 improve
+        board.add(_step("k", [0.8, 0.2, 0.5], learned[0]))
+        board.add(_step("k", [0.1, 0.6, 0.5], learned[1]))
+    summary = board.summary()
+    assert summary["last_quarter_gap_closed"] == pytest.approx((0.675 - 0.5) / 0.2)
+    assert summary["gap_closed"] == pytest.approx((0.61875 - 0.5) / 0.2, abs=1e-4)
+    # Recall of the per-query oracle is that of the plan it picked on each query.
+    assert board.recall_series()["oracle_per_query"] == [1.0] * len(board)
+
+
+def test_gap_closed_is_negative_when_learning_loses_and_none_without_a_gap() -> None:
+    board = Scoreboard(["a", "b", "a:1+b:1"], {"a": "a", "b": "b"}, "a:1+b:1", configured=2)
+    board.add(_step("k", [0.8, 0.2, 0.5], 0.2))
+    board.add(_step("k", [0.1, 0.6, 0.5], 0.1))
+    summary = board.summary()
+    assert summary["best_static_baseline"] == "union"
+    assert summary["gap_closed"] == pytest.approx((0.15 - 0.5) / (0.7 - 0.5))
+    flat = Scoreboard(["a", "b"], {"a": "a", "b": "b"}, None, configured=2)
+    flat.add(_step("k", [0.5, 0.5], 0.5))
+    assert flat.summary()["gap_closed"] is None  # the best single plan is the oracle
+
+
 def test_recall_at_budget_counts_the_budgeted_candidates() -> None:
     strategies = {"lexical": ["a", "b", "c"], "semantic": ["d", "e"]}
     assert recall_at_budget({"lexical": 2}, strategies, {"c": 1.0, "d": 1.0}) == 0.0
@@ -209,5 +248,6 @@ def test_report_writes_markdown_plots_and_summary(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     text = (tmp_path / "report.md").read_text()
     assert "# test run" in text and "| oracle |" in text and "world: unit" in text
+    assert "| oracle_per_query |" in text and "Gap closed" in text
     assert orjson.loads((tmp_path / "summary.json").read_bytes()) == summary
     assert summary["queries"] == 200
