@@ -147,6 +147,13 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         "--queries, to show them dead-lettered with their reason (0.02)",
     )
     run.add_argument(
+        "--vector-cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="without --url: where the semantic strategy caches item vectors, so runs on the "
+        "same catalog embed it once (OUT/cache)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("ltrr-report"),
@@ -192,7 +199,7 @@ class Stack:
 
 
 @contextmanager
-def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
+def embedded_stack(world: World, out: Path, cache: Path | None = None) -> Iterator[Stack]:
     """Broker, learning worker and retrieval worker on this machine, stopped on exit."""
     from kafka import KafkaProducer
 
@@ -250,7 +257,7 @@ def embedded_stack(world: World, out: Path) -> Iterator[Stack]:
             "--catalog-path",
             str(catalog_path),
             "--vector-cache-dir",
-            str(out / "cache"),
+            str(cache or out / "cache"),
             "--strategies",
             STRATEGIES,
             "--plan-max-size",
@@ -372,9 +379,11 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
     say(f"{title}: {args.queries} queries on the {world.name} world, seed {args.seed}")
     strategies = (getattr(args, "strategies", None) or STRATEGIES).split(",")
     budget = getattr(args, "plan_total_budget", 100)
+    cache = getattr(args, "vector_cache_dir", None)
     with ExitStack() as stack:
         try:
-            running = stack.enter_context(remote_stack(args) if url else embedded_stack(world, out))
+            starting = remote_stack(args) if url else embedded_stack(world, out, cache)
+            running = stack.enter_context(starting)
         except KeyboardInterrupt:
             say("\ninterrupted while starting: stopped")
             return 130

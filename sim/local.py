@@ -31,10 +31,12 @@ class LocalStack:
         now_ms: int | None = None,
         policy: Policy | None = None,
         plan_max_size: int = 3,
+        plans: str = "",
     ) -> None:
         settings = Settings(
             strategies=strategies,
             plan_max_size=plan_max_size,
+            plans=plans,
             vector_cache_dir=str(cache_dir) if cache_dir else "./ltrr-cache",
         )
         self.catalog = Catalog()

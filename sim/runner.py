@@ -146,7 +146,9 @@ class Simulation:
         configured = list(explain["plan_ids"])
         extra = [p for p in explain["plans"] if p not in configured]
         singles = {s: s for s in self.strategies if s in configured}
-        union = extra[0] if extra else None
+        # The union baseline: the extra plan asked for, or the same plan among the configured.
+        full = "+".join(self.strategies)
+        union = extra[0] if extra else (full if full in configured else None)
         return Scoreboard(configured + extra, singles, union, len(configured))
 
     def step(self, index: int) -> Step:

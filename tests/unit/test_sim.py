@@ -251,3 +251,38 @@ def test_report_writes_markdown_plots_and_summary(tmp_path: Path) -> None:
     assert "| oracle_per_query |" in text and "Gap closed" in text
     assert orjson.loads((tmp_path / "summary.json").read_bytes()) == summary
     assert summary["queries"] == 200
+
+
+def test_in_process_loop_learns_every_search_and_swaps_models() -> None:
+    from ltrr.sim.inprocess import LocalBackend
+    from ltrr.sim.runner import SimConfig, Simulation
+
+    w = world()
+    strategies = "lexical,memory,popular,fresh"
+    backend = LocalBackend(w.catalog(), strategies=strategies, snapshot_every=100)
+    names = strategies.split(",")
+    sim = Simulation(
+        w, backend, strategies=names, total_budget=100, config=SimConfig(queries=250, seed=3)
+    )
+    board = sim.run()
+    assert board is not None and len(board) == 250
+    assert backend.learned == 250 and backend.learners.examples("default") == 250
+    assert board.steps[0].model_version == 0 and board.steps[-1].model_version == 2
+    assert board.union_id == "lexical+memory+popular+fresh" and board.configured == 10
+
+
+def test_union_among_the_configured_plans_is_the_union_baseline() -> None:
+    from ltrr.sim.inprocess import LocalBackend
+    from ltrr.sim.runner import SimConfig, Simulation
+
+    w = world()
+    plans = "lexical:100;memory:100;lexical:50+memory:50"
+    backend = LocalBackend(w.catalog(), strategies="lexical,memory", plans=plans)
+    sim = Simulation(
+        w, backend, strategies=["lexical", "memory"], total_budget=100,
+        config=SimConfig(queries=5, seed=1),
+    )  # fmt: skip
+    board = sim.run()
+    assert board is not None and board.configured == 3
+    assert board.union_id == "lexical+memory" and board.plan_ids[2] == "lexical+memory"
+    assert set(board.series()) >= {"union", "lexical", "memory", "oracle_per_query"}
