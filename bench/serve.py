@@ -3,11 +3,16 @@
 Measures, in one run on this machine:
   * raw vowpal-wabbit-next ``predict_one`` on an already parsed 25-plan example (baseline);
   * the policy decision (features -> VW example -> pmf -> seeded sample) with 25 plans;
-  * ``ltrr serve`` on a synthetic catalog (default 100k entities): cold and warm start-up time
-    (warm = cached item vectors), peak RSS, ``/search`` latency p50/p99 (sequential) and
-    requests/s (concurrent clients).
+  * ``ltrr serve`` on a synthetic catalog (default 100k entities), twice in the same run: the
+    new path (``--serve-workers`` processes, strategies concurrent and off the event loop) and
+    the single-loop path (one process, every strategy in turn on the loop): warm start-up time,
+    peak RSS of every process, and for 1, 8, 32 and 128 concurrent clients requests/s, p50 and
+    p99 latency and the peak of ``ltrr_impressions_buffered``; impressions are counted on the
+    topic (delivered when the load stopped, and 5 s later) against the searches answered;
+  * each strategy's cost per request in-process (its largest budget, and k=2), and the
+    semantic encoder per query at batch 1, 8 and 32.
 
-Usage: python bench/serve.py [--entities 100000] [--requests 2000] [--strategies ...]
+Usage: python bench/serve.py [--entities 100000] [--clients 1 8 32 128] [--duration 10]
 """
 
 from __future__ import annotations
@@ -234,14 +239,21 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def worker_pids(pid: int) -> list[int]:
+    """``pid`` and its child processes (the serve workers, with --serve-workers > 1)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [pid, *kids]
+
+
 def start_serve(
-    bootstrap: str, catalog: Path, cache: Path, strategies: str, key: str, log: Path
+    bootstrap: str, catalog: Path, cache: Path, strategies: str, key: str, log: Path, *extra: str
 ) -> tuple[ServeProcess, float]:
     """``ltrr serve`` started and ready (its catalog indexed), and how long that took."""
     serve = ServeProcess(
         *("--broker", bootstrap, "--catalog-path", str(catalog)),
         *("--vector-cache-dir", str(cache), "--strategies", strategies),
-        *("--log-level", "warning"),
+        *("--log-level", "warning", *extra),
         log_path=log,
         ready_timeout_s=3600,  # a cold start embeds the whole catalog
         env={"LTRR_SNAPSHOT_KEY": key},
@@ -251,39 +263,155 @@ def start_serve(
     return serve, time.perf_counter() - t0
 
 
-async def load(url: str, queries: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
+def impressions_on_topic(bootstrap: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition("ltrr.impressions", p) for p in consumer.partitions_for_topic(
+        "ltrr.impressions") or ()]  # fmt: skip
+    total = sum(consumer.end_offsets(parts).values())
+    consumer.close()
+    return int(total)
+
+
+async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def sequential(url: str, queries: list[str]) -> dict[str, float]:
+    times = []
     async with aiohttp.ClientSession() as session:
-        sequential = []
         for q in queries:
             t0 = time.perf_counter()
             async with session.post(f"{url}/search", json={"query": q, "k": 10}) as resp:
                 await resp.read()
                 assert resp.status == 200, resp.status
-            sequential.append(time.perf_counter() - t0)
-        done = 0
-        deadline = time.perf_counter() + duration_s
+            times.append(time.perf_counter() - t0)
+    return {k.replace("_us", "_ms"): round(v / 1000, 2) for k, v in summary_us(times).items()}
+
+
+async def load(url: str, queries: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
+    """``concurrency`` clients, each posting searches back to back for ``duration_s``; the
+    impression buffer (``ltrr_impressions_buffered`` of whichever worker answers) is sampled
+    every 100 ms."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration_s
+    peak_buffered = 0.0
+    connector = aiohttp.TCPConnector(limit=concurrency + 4, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def client(offset: int) -> None:
-            nonlocal done
+            nonlocal errors
             i = offset
             while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
                 async with session.post(
                     f"{url}/search", json={"query": queries[i % len(queries)]}
                 ) as resp:
                     await resp.read()
-                done += 1
+                if resp.status == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
                 i += concurrency
 
+        async def sampler() -> None:
+            nonlocal peak_buffered
+            async with aiohttp.ClientSession() as probe:  # new connections: every worker
+                while time.perf_counter() < deadline:
+                    value = await metric(probe, url, "ltrr_impressions_buffered ")
+                    peak_buffered = max(peak_buffered, value)
+                    await asyncio.sleep(0.1)
+
         t0 = time.perf_counter()
-        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        await asyncio.gather(sampler(), *(client(c * 7919) for c in range(concurrency)))
         elapsed = time.perf_counter() - t0
+    rate = len(latencies) / elapsed
     return {
-        "sequential": {
-            k.replace("_us", "_ms"): round(v / 1000, 2) for k, v in summary_us(sequential).items()
-        },
-        "concurrency": concurrency,
-        "requests_per_s": round(done / elapsed, 1),
+        "clients": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": round(rate, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2) if latencies else None,
+        "impressions_buffered_peak": peak_buffered,
+        "one_second_of_traffic": round(rate, 1),
     }
+
+
+def run_mode(
+    name: str, serve: ServeProcess, bootstrap: str, queries: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The load levels against one running ``ltrr serve``; impressions counted on the topic."""
+    print(f"load: {name} ...", file=sys.stderr)
+    out: dict[str, Any] = {"sequential": asyncio.run(sequential(serve.url, queries[:200]))}
+    time.sleep(2.0)  # the sequential run's impressions land before the count starts
+    before = impressions_on_topic(bootstrap)
+    levels = []
+    served = 200
+    for clients in args.clients:
+        levels.append(asyncio.run(load(serve.url, queries, clients, args.duration)))
+        served += levels[-1]["requests"] + levels[-1]["errors"]
+        print(f"  {name}: {levels[-1]}", file=sys.stderr)
+    at_end = impressions_on_topic(bootstrap) - before
+    time.sleep(5.0)
+    delivered = impressions_on_topic(bootstrap) - before
+    searched = served - 200
+    out["levels"] = levels
+    out["impressions"] = {
+        "searches_under_load": searched,
+        "on_topic_when_load_stopped": at_end,
+        "on_topic_5s_later": delivered,
+        "missing": searched - delivered,
+    }
+    assert serve.proc is not None
+    out["peak_rss_mb_per_process"] = [peak_rss_mb(p) for p in worker_pids(serve.proc.pid)]
+    return out
+
+
+def strategy_costs(catalog_path: Path, cache: Path, queries: list[str]) -> dict[str, Any]:
+    """What each strategy costs per request in this process, at its largest budget in the
+    default plans (what every request pays today) and at k=2 (enough for the top score and
+    gap features: a lower bound for a signals-only probe)."""
+    from ltrr.retrieval.catalog import Catalog, load_jsonl
+    from ltrr.retrieval.server import build_strategy
+    from ltrr.state.q2e import Q2EMemory
+    from ltrr.streams.settings import Settings
+
+    entities, _ = load_jsonl(catalog_path)
+    catalog = Catalog()
+    catalog.apply(entities)
+    settings = Settings(vector_cache_dir=str(cache))
+    budgets = max_budgets(default_plans(NAMES))
+    out: dict[str, Any] = {}
+    for name in NAMES:
+        strategy = build_strategy(
+            name, catalog, Q2EMemory(MemoryStore()), settings, threads=1, read_only=True
+        )
+        row: dict[str, Any] = {}
+        for label, k in (("full_ms", budgets[name]), ("k2_ms", 2)):
+            for q in queries[:20]:  # warm (semantic: fills the query cache)
+                strategy.retrieve(q, {}, k)
+            t0 = time.perf_counter()
+            for q in queries[:200]:
+                strategy.retrieve(q, {}, k)
+            row[label] = round((time.perf_counter() - t0) / 200 * 1000, 3)
+        if name == "semantic":
+            sem: Any = strategy
+            for batch in (1, 8, 32):
+                texts = [f"{q} {i}" for i, q in enumerate(queries[:batch])]
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    sem._encode(texts)
+                row[f"encode_batch{batch}_ms_per_query"] = round(
+                    (time.perf_counter() - t0) / 5 / batch * 1000, 3
+                )
+            row["note"] = "full_ms and k2_ms: query vector cached (ANN search only)"
+        out[name] = row
+    return out
 
 
 def main() -> int:
@@ -291,11 +419,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--entities", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=5000, help="distinct queries cycled")
     parser.add_argument("--decisions", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
+    parser.add_argument("--workers", type=int, default=0, help="new path's workers (0: cores)")
     parser.add_argument("--strategies", default=",".join(NAMES))
+    parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".cache")
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -307,53 +437,55 @@ def main() -> int:
         "plans": len(plans),
         "entities": args.entities,
         "strategies": args.strategies,
+        "duration_s_per_level": args.duration,
     }
     report.update(bench_decision(model_bytes, samples, args.decisions))
     catalog = args.work_dir / f"catalog-{args.entities}.jsonl"
     print(f"catalog of {args.entities} entities ...", file=sys.stderr)
     synthetic_catalog(catalog, args.entities)
+    queries = [" ".join(rng.sample(WORDS, rng.randint(1, 3))) for _ in range(args.queries)]
     key = "bench-key"
+    cache = args.work_dir / "cache"
+    modes = [("new", ("--serve-workers", str(args.workers), "--serve-offload", "true"))]
+    if not args.skip_baseline:
+        modes.append(("single_loop", ("--serve-workers", "1", "--serve-offload", "false")))
     with TansuBroker() as broker:
         log = args.work_dir / "serve.log"
         print("starting ltrr serve (first start builds caches) ...", file=sys.stderr)
-        serve, first = start_serve(
-            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, key, log
-        )
+        serve, first = start_serve(broker.bootstrap, catalog, cache, args.strategies, key, log)
         serve.stop()
-        serve, warm = start_serve(
-            broker.bootstrap, catalog, args.work_dir / "cache", args.strategies, key, log
-        )
-        try:
-            from kafka import KafkaProducer
+        report["startup_s"] = {"first": round(first, 2)}
+        from kafka import KafkaProducer
 
-            producer = KafkaProducer(
-                bootstrap_servers=broker.bootstrap, max_request_size=8 * 1024 * 1024
+        producer = KafkaProducer(
+            bootstrap_servers=broker.bootstrap, max_request_size=8 * 1024 * 1024
+        )
+        for k, v in encode_snapshot(
+            model="default",
+            version=1,
+            vw_args=list(DEFAULT_VW_ARGS),
+            model_bytes=model_bytes,
+            examples_learned=2000,
+            offsets=[],
+            created_ms=int(time.time() * 1000),
+            key_id="k1",
+            key=key.encode(),
+            max_message_bytes=8 * 1024 * 1024,
+        ):
+            producer.send("ltrr.snapshots", key=k, value=v).get(timeout=30)
+        producer.close()
+        for name, flags in modes:
+            serve, warm = start_serve(
+                broker.bootstrap, catalog, cache, args.strategies, key, log, *flags
             )
-            for k, v in encode_snapshot(
-                model="default",
-                version=1,
-                vw_args=list(DEFAULT_VW_ARGS),
-                model_bytes=model_bytes,
-                examples_learned=2000,
-                offsets=[],
-                created_ms=int(time.time() * 1000),
-                key_id="k1",
-                key=key.encode(),
-                max_message_bytes=8 * 1024 * 1024,
-            ):
-                producer.send("ltrr.snapshots", key=k, value=v).get(timeout=30)
-            producer.close()
-            time.sleep(2.0)
-            queries = [" ".join(rng.sample(WORDS, rng.randint(1, 3))) for _ in range(args.requests)]
-            print("load ...", file=sys.stderr)
-            report["search"] = asyncio.run(
-                load(serve.url, queries, args.concurrency, args.duration)
-            )
-            report["startup_s"] = {"first": round(first, 2), "warm": round(warm, 2)}
-            assert serve.proc is not None
-            report["peak_rss_mb"] = peak_rss_mb(serve.proc.pid)
-        finally:
-            serve.stop()
+            try:
+                time.sleep(3.0)  # every worker loads the snapshot
+                report[name] = {"flags": " ".join(flags), "warm_start_s": round(warm, 2)}
+                report[name].update(run_mode(name, serve, broker.bootstrap, queries, args))
+            finally:
+                serve.stop()
+    print("per-strategy cost ...", file=sys.stderr)
+    report["strategy_cost"] = strategy_costs(catalog, cache, queries)
     print(json.dumps(report, indent=2))
     return 0
 

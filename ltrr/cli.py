@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ltrr.evaluation.cli import add_parser as add_eval_parser
 from ltrr.models import add_parser as add_model_parser
@@ -87,8 +88,15 @@ WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
 )
 
 
+def true_false(text: str) -> bool:
+    """A boolean flag's value: true or false."""
+    if text.strip().lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.strip().lower() == "true"
+
+
 #: Flags of ``ltrr serve`` mapped to settings of the same name (dashes -> underscores).
-SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
+SERVE_TUNING: tuple[tuple[str, Any, str], ...] = (
     ("--serve-host", str, "bind address of the HTTP API (127.0.0.1)"),
     ("--serve-port", int, "port of the HTTP API (8080)"),
     ("--catalog-path", str, "JSONL catalog loaded at start (CatalogEntity v1 per line)"),
@@ -112,6 +120,20 @@ SERVE_TUNING: tuple[tuple[str, type, str], ...] = (
     ("--q2e-boost", float, "weight of the Q2E score in ranking (0.5)"),
     ("--impression-buffer", int, "impressions buffered while the broker is down (10000)"),
     ("--vector-cache-dir", str, "item-vector cache directory (./ltrr-cache)"),
+    (
+        "--serve-workers",
+        int,
+        "worker processes sharing the port (SO_REUSEPORT); 0 = one per CPU core (1)",
+    ),
+    (
+        "--serve-offload",
+        true_false,
+        "true: strategies concurrent, CPU work off the event loop; false: one after the "
+        "other on the loop (true)",
+    ),
+    ("--serve-embed-max-wait-ms", float, "longest wait to batch a query embedding (2)"),
+    ("--serve-query-cache-size", int, "query embeddings kept in the LRU cache (10000)"),
+    ("--impression-linger-ms", int, "impression producer batching delay (5)"),
     ("--snapshot-key-id", str, "name of the snapshot verification key (k1)"),
 )
 
@@ -149,7 +171,7 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
 
 
-def _add_tuning(p: argparse.ArgumentParser, tuning: tuple[tuple[str, type, str], ...]) -> None:
+def _add_tuning(p: argparse.ArgumentParser, tuning: tuple[tuple[str, Any, str], ...]) -> None:
     """Setting-backed flags of a process command, and its --log-level."""
     for flag, kind, text in tuning:
         p.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)

@@ -137,9 +137,12 @@ def build_app(
     *,
     access: Access | None = None,
     read_timeout_s: float = 30.0,
+    offload: bool = True,
 ) -> web.Application:
     """The API over ``searcher``. ``access`` holds each scope's bearer tokens (None: every
-    scope open); ``read_timeout_s`` bounds how long a request body may take to arrive."""
+    scope open); ``read_timeout_s`` bounds how long a request body may take to arrive;
+    ``offload`` runs a search's strategies concurrently with their CPU work off the event
+    loop (``Searcher.search_async``), else one after the other on it (``Searcher.search``)."""
     guard = _guard(access or Access({}), read_timeout_s)
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
 
@@ -157,15 +160,17 @@ def build_app(
                 extra = parse_plans(";".join(body["explain_plans"]), list(searcher.strategies))
             except PlanError as exc:
                 return error(400, "invalid_plan", str(exc), "explain_plans")
-        result = searcher.search(
-            body["query"],
-            body.get("context") or {},
-            body.get("k", 10),
-            request_id=body.get("request_id"),
-            user_id=body.get("user_id"),
-            explain=bool(body.get("explain")),
-            explain_plans=extra,
-        )
+        args = (body["query"], body.get("context") or {}, body.get("k", 10))
+        options: dict[str, Any] = {
+            "request_id": body.get("request_id"),
+            "user_id": body.get("user_id"),
+            "explain": bool(body.get("explain")),
+            "explain_plans": extra,
+        }
+        if offload:
+            result = await searcher.search_async(*args, **options)
+        else:
+            result = searcher.search(*args, **options)
         impressions.log(result.impression_id.encode(), orjson.dumps(result.impression))
         results = []
         for r in result.results:

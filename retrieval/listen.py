@@ -163,11 +163,15 @@ async def listen(
     *,
     max_connections: int,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Start accepting on ``host:port`` for a runner already set up. Stop with ``close()``
-    and ``wait_closed()`` on the result, then ``runner.cleanup()``."""
+    and ``wait_closed()`` on the result, then ``runner.cleanup()``. ``reuse_port``: several
+    processes accept on the same port (SO_REUSEPORT; the kernel spreads connections)."""
     if runner.server is None:
         raise RuntimeError("listen() needs a runner that is set up (await runner.setup())")
     factory = ConnectionLimit(runner.server, max_connections)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(factory, host, port, ssl=ssl_context, backlog=128)
+    return await loop.create_server(
+        factory, host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse_port or None
+    )

@@ -25,13 +25,24 @@ STRATEGY_LATENCY = Histogram(
     ["strategy"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1),
 )
+QUERY_EMBEDDINGS = Counter(
+    "ltrr_query_embeddings_total",
+    "Semantic query vectors by source: hit (LRU cache) or miss (encoded, in a micro-batch).",
+    ["source"],
+)
 PLANS_CHOSEN = Counter("ltrr_plans_chosen_total", "Decisions by chosen plan.", ["plan"])
 IMPRESSIONS = Counter(
     "ltrr_impressions_logged_total",
     "Impressions by outcome: sent, dropped (buffer full), failed.",
     ["outcome"],
 )
-IMPRESSION_BUFFER = Gauge("ltrr_impression_buffer_size", "Impressions waiting to be sent.")
+IMPRESSION_BUFFER = Gauge(
+    "ltrr_impression_buffer_size", "Impressions not yet acknowledged (old name of the next)."
+)
+IMPRESSIONS_BUFFERED = Gauge(
+    "ltrr_impressions_buffered",
+    "Impressions accepted and not yet acknowledged by the broker (buffered + in flight).",
+)
 ACTIONS = Counter("ltrr_actions_received_total", "POST /actions by outcome.", ["outcome"])
 MODEL_VERSION = Gauge("ltrr_serving_model_version", "Snapshot version being served (0: none).")
 MODEL_CREATED = Gauge(

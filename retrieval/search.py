@@ -4,9 +4,11 @@ the strategies' own indexes)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,10 @@ class Searcher:
         *,
         model_name: str = "default",
         q2e_boost: float = 0.5,
+        executor: Executor | None = None,
     ) -> None:
+        """``executor`` runs the ``blocking`` strategies of ``search_async`` (None: the
+        loop's default executor)."""
         missing = {s for p in plans for s in p.strategies} - set(strategies)
         if missing:
             raise ValueError(f"plans use strategies that are not configured: {sorted(missing)}")
@@ -57,6 +62,7 @@ class Searcher:
         self.model_name = model_name
         self.q2e_boost = q2e_boost
         self.budgets = max_budgets(self.plans)
+        self.executor = executor
 
     def retrieve_all(self, query: str, context: Mapping[str, Any]) -> dict[str, list[Candidate]]:
         results = {}
@@ -81,11 +87,90 @@ class Searcher:
         explain_plans: Sequence[PlanSpec] = (),
     ) -> SearchResult:
         """Decide, rank and log one search. With ``explain``, also rank the same retrieval
-        results under every configured plan and ``explain_plans`` (nothing extra is logged)."""
+        results under every configured plan and ``explain_plans`` (nothing extra is logged).
+        Every strategy runs here, one after the other (``search_async`` is the serving path)."""
+        results = self.retrieve_all(query, context)
+        return self._decide(
+            query, context, k, results, now_ms, seed, impression_id, request_id, user_id,
+            explain, explain_plans,
+        )  # fmt: skip
+
+    async def search_async(
+        self,
+        query: str,
+        context: Mapping[str, Any],
+        k: int,
+        *,
+        now_ms: int | None = None,
+        seed: int | None = None,
+        impression_id: str | None = None,
+        request_id: str | None = None,
+        user_id: str | None = None,
+        explain: bool = False,
+        explain_plans: Sequence[PlanSpec] = (),
+    ) -> SearchResult:
+        """``search`` with the strategies run concurrently and their CPU work off the event
+        loop (``retrieve_all_async``); the same decision, ranking and impression."""
+        results = await self.retrieve_all_async(query, context)
+        return self._decide(
+            query, context, k, results, now_ms, seed, impression_id, request_id, user_id,
+            explain, explain_plans,
+        )  # fmt: skip
+
+    async def retrieve_all_async(
+        self, query: str, context: Mapping[str, Any]
+    ) -> dict[str, list[Candidate]]:
+        """Every strategy's candidates, the strategies running concurrently: a strategy with
+        ``aretrieve`` (semantic: batched query embedding, ANN search in a thread) is awaited, a
+        ``blocking`` one (lexical: tantivy releases the GIL) runs in the loop's executor, and
+        the cheap in-memory ones run inline."""
+        loop = asyncio.get_running_loop()
+
+        async def one(name: str, budget: int) -> list[Candidate]:
+            strategy = self.strategies[name]
+            started = time.perf_counter()
+            aretrieve = getattr(strategy, "aretrieve", None)
+            if aretrieve is not None:
+                found: list[Candidate] = await aretrieve(query, context, budget)
+            elif getattr(strategy, "blocking", False):
+                found = await loop.run_in_executor(
+                    self.executor, strategy.retrieve, query, context, budget
+                )
+            else:
+                found = strategy.retrieve(query, context, budget)
+            m.STRATEGY_LATENCY.labels(name).observe(time.perf_counter() - started)
+            return found
+
+        names = sorted(self.budgets, key=self._launch_order)
+        found = await asyncio.gather(*(one(name, self.budgets[name]) for name in names))
+        by_name = dict(zip(names, found, strict=True))
+        return {name: by_name[name] for name in self.budgets}
+
+    def _launch_order(self, name: str) -> int:
+        """Awaited strategies first, then threaded ones, inline ones last (they run while the
+        others wait)."""
+        strategy = self.strategies[name]
+        if hasattr(strategy, "aretrieve"):
+            return 0
+        return 1 if getattr(strategy, "blocking", False) else 2
+
+    def _decide(
+        self,
+        query: str,
+        context: Mapping[str, Any],
+        k: int,
+        results: dict[str, list[Candidate]],
+        now_ms: int | None,
+        seed: int | None,
+        impression_id: str | None,
+        request_id: str | None,
+        user_id: str | None,
+        explain: bool,
+        explain_plans: Sequence[PlanSpec],
+    ) -> SearchResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         seed = uuid.uuid4().int >> 65 if seed is None else seed
         impression_id = impression_id or uuid.uuid4().hex
-        results = self.retrieve_all(query, context)
         started = time.perf_counter()
         signals = strategy_signals(results)
         ctx = {

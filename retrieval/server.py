@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import multiprocessing
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,18 @@ from ltrr.streams.topics import Topics
 log = logging.getLogger(__name__)
 
 
-def build_strategy(name: str, catalog: Catalog, memory: Q2EMemory, settings: Settings) -> Strategy:
-    """A strategy by built-in name, or ``package.module:Factory(catalog)`` for your own."""
+def build_strategy(
+    name: str,
+    catalog: Catalog,
+    memory: Q2EMemory,
+    settings: Settings,
+    *,
+    threads: int = 2,
+    read_only: bool = False,
+) -> Strategy:
+    """A strategy by built-in name, or ``package.module:Factory(catalog)`` for your own.
+    ``threads``: the encoder's intra-op threads; ``read_only``: never write the shared vector
+    cache (every worker process but the first)."""
     if name == "lexical":
         from ltrr.retrieval.strategies.lexical import LexicalStrategy
 
@@ -44,7 +56,14 @@ def build_strategy(name: str, catalog: Catalog, memory: Q2EMemory, settings: Set
     if name == "semantic":
         from ltrr.retrieval.strategies.semantic import SemanticStrategy
 
-        return SemanticStrategy(catalog, cache_dir=Path(settings.vector_cache_dir) / "semantic")
+        return SemanticStrategy(
+            catalog,
+            cache_dir=Path(settings.vector_cache_dir) / "semantic",
+            threads=threads,
+            query_cache_size=settings.serve_query_cache_size,
+            embed_max_wait_s=settings.serve_embed_max_wait_ms / 1000,
+            read_only=read_only,
+        )
     if name == "memory":
         return MemoryStrategy(memory)
     if name == "popular":
@@ -81,9 +100,10 @@ def build_plans(settings: Settings, names: list[str]) -> list[PlanSpec]:
 
 
 class RetrievalWorker:
-    """Everything ``ltrr serve`` runs, built once from ``settings``."""
+    """Everything ``ltrr serve`` runs, built once from ``settings``; ``index`` of ``workers``
+    processes (only the first writes the shared vector cache)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, index: int = 0, workers: int = 1) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.catalog = Catalog()
@@ -99,7 +119,14 @@ class RetrievalWorker:
         names = [n.strip() for n in settings.strategies.split(",") if n.strip()]
         strategies = {}
         for name in names:
-            strategy = build_strategy(name, self.catalog, memory, settings)
+            strategy = build_strategy(
+                name,
+                self.catalog,
+                memory,
+                settings,
+                threads=max(1, cpu_count() // workers),
+                read_only=index > 0,
+            )
             strategies[strategy.name] = strategy
         plans = build_plans(settings, list(strategies))
         ids = [p.id for p in plans]
@@ -122,6 +149,7 @@ class RetrievalWorker:
             self.topics.impressions.name,
             capacity=settings.impression_buffer,
             client_kwargs=self.kafka_kwargs,
+            linger_ms=settings.impression_linger_ms,
         )
         self.loader = SnapshotLoader(
             self.policy,
@@ -184,6 +212,7 @@ class RetrievalWorker:
             self.readiness,
             access=Access(self.settings.serve_tokens()),
             read_timeout_s=self.settings.serve_read_timeout_s,
+            offload=self.settings.serve_offload,
         )
 
     async def close(self) -> None:
@@ -196,13 +225,26 @@ class RetrievalWorker:
             await self._producer.stop()
 
 
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(settings: Settings) -> int:
+    """``serve_workers``, 0 meaning one per available core."""
+    return settings.serve_workers or cpu_count()
+
+
 async def serve(settings: Settings) -> None:
+    """Run ``ltrr serve``: in this process with one worker, else ``worker_count`` processes
+    sharing the port (SO_REUSEPORT). The first worker starts alone, so it is the one that
+    refreshes the shared vector cache; the others then load it without writing it."""
     from ltrr.streams.admin import create_topics
 
     problem = settings.serve_exposure_problem()
     if problem is not None:
         raise SettingsError(f"ltrr serve refuses to start: {problem}")
-    ssl_context = tls_context(settings)  # a bad certificate or key fails here, before Kafka
+    tls_context(settings)  # a bad certificate or key fails here, before Kafka
     log.info("broker %s over %s", settings.broker, describe(settings))
     create_topics(
         settings.broker,
@@ -210,7 +252,71 @@ async def serve(settings: Settings) -> None:
         replication_factor=settings.replication_factor,
         security=kafka_python_kwargs(settings),
     )
-    worker = RetrievalWorker(settings)
+    workers = worker_count(settings)
+    if workers == 1:
+        await serve_worker(settings)
+        return
+    await _supervise(settings, workers)
+
+
+async def _supervise(settings: Settings, workers: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    children: list[Any] = []
+    try:
+        for index in range(workers):
+            started = context.Event()
+            child = context.Process(
+                target=_worker_main,
+                args=(settings, index, workers, started),
+                name=f"ltrr-serve-{index}",
+            )
+            child.start()
+            children.append(child)
+            # One at a time: the first refreshes the shared vector cache for the others.
+            while not started.is_set() and not stop.is_set() and child.is_alive():
+                await asyncio.sleep(0.1)
+        log.info("ltrr serve: %d worker processes on port %d", workers, settings.serve_port)
+        while not stop.is_set():
+            dead = [c for c in children if not c.is_alive()]
+            if dead:
+                log.error("serve worker %s exited (%s); stopping", dead[0].name, dead[0].exitcode)
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: the worker drains its impressions and stops
+        for child in children:
+            await asyncio.to_thread(child.join, 30)
+            if child.is_alive():
+                child.kill()
+    if not stop.is_set():
+        raise LtrrError("a serve worker process exited unexpectedly; see its log above")
+
+
+def _worker_main(settings: Settings, index: int, workers: int, started: Any) -> None:
+    from ltrr.streams.logs import quiet_client_logs
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"[%(asctime)s] [%(levelname)s] [worker {index}] %(name)s: %(message)s",
+    )
+    quiet_client_logs()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops workers with SIGTERM
+    asyncio.run(serve_worker(settings, index=index, workers=workers, started=started))
+
+
+async def serve_worker(
+    settings: Settings, *, index: int = 0, workers: int = 1, started: Any = None
+) -> None:
+    """One worker process: build, listen (sharing the port when ``workers`` > 1), serve until
+    SIGINT or SIGTERM. ``started`` (an Event) is set once it listens."""
+    ssl_context = tls_context(settings)
+    worker = RetrievalWorker(settings, index=index, workers=workers)
     tasks = await worker.start_background()
     runner = make_runner(worker.app(), settings.serve_read_timeout_s)
     await runner.setup()
@@ -220,7 +326,10 @@ async def serve(settings: Settings) -> None:
         settings.serve_port,
         max_connections=settings.serve_max_connections,
         ssl_context=ssl_context,
+        reuse_port=workers > 1,
     )
+    if started is not None:
+        started.set()
     open_scopes = [s for s, tokens in settings.serve_tokens().items() if not tokens]
     log.info(
         "ltrr serve: %s://%s:%d (%d entities, %d plans; %s)",

@@ -197,6 +197,20 @@ class Settings:
     #: response) and, separately, its body; then the connection is closed (headers) or the
     #: request answered 408 (body).
     serve_read_timeout_s: float = 30.0
+    #: HTTP worker processes of ``ltrr serve``, sharing ``serve_port`` (SO_REUSEPORT), each
+    #: with its own policy, replicas and impression producer; 0 = one per CPU core available.
+    #: Each worker answers /metrics and /readyz for itself.
+    serve_workers: int = 1
+    #: Run a search's strategies concurrently, their CPU work (query embedding, ANN, tantivy)
+    #: off the event loop; false = one after the other on the loop (the old path, kept for
+    #: comparison in bench/serve.py).
+    serve_offload: bool = True
+    #: Longest wait, milliseconds, of a query embedding for others to share its forward pass.
+    serve_embed_max_wait_ms: float = 2.0
+    #: Query embeddings kept in the semantic strategy's LRU cache (384 floats each).
+    serve_query_cache_size: int = 10_000
+    #: How long the impression producer waits to fill a batch, milliseconds.
+    impression_linger_ms: int = 5
     #: Where item vectors and indexes are cached between restarts.
     vector_cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.
@@ -419,6 +433,22 @@ class Settings:
         if not 1 <= self.serve_max_connections <= 1_000_000:
             raise SettingsError(
                 f"serve_max_connections must be in 1..1000000, got {self.serve_max_connections}"
+            )
+        if not 0 <= self.serve_workers <= 64:
+            raise SettingsError(f"serve_workers must be in 0..64, got {self.serve_workers}")
+        if not isinstance(self.serve_offload, bool):
+            raise SettingsError(f"serve_offload must be true or false, got {self.serve_offload!r}")
+        if not 0 <= self.serve_embed_max_wait_ms <= 1000:
+            raise SettingsError(
+                f"serve_embed_max_wait_ms must be in [0, 1000], got {self.serve_embed_max_wait_ms}"
+            )
+        if self.serve_query_cache_size < 0:
+            raise SettingsError(
+                f"serve_query_cache_size must be >= 0, got {self.serve_query_cache_size}"
+            )
+        if not 0 <= self.impression_linger_ms <= 1000:
+            raise SettingsError(
+                f"impression_linger_ms must be in 0..1000, got {self.impression_linger_ms}"
             )
         if not 0 < self.serve_read_timeout_s <= 3600:
             raise SettingsError(

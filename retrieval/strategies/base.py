@@ -20,7 +20,13 @@ class Candidate:
 
 class Strategy(Protocol):
     """``name`` is what plans, provenance and metrics call it. A strategy that persists state
-    may also define ``flush()``: the retrieval worker calls it once at shutdown."""
+    may also define ``flush()``: the retrieval worker calls it once at shutdown.
+
+    The serving path (``Searcher.search_async``) never lets a strategy block the event loop
+    for long: a strategy may define ``async aretrieve(query, context, k)`` (awaited; semantic
+    batches its query embeddings that way), or set ``blocking = True`` so ``retrieve`` runs in
+    a thread (worth it when its work releases the GIL, as tantivy does); any other strategy
+    is called inline and must stay cheap (well under a millisecond)."""
 
     name: str
 

@@ -69,6 +69,8 @@ class LexicalStrategy:
     """
 
     name = "lexical"
+    #: tantivy searches without the GIL: the serving path runs ``retrieve`` in a thread.
+    blocking = True
 
     def __init__(
         self,

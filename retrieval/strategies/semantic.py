@@ -27,6 +27,7 @@ the rest.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -42,6 +43,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ltrr.retrieval import metrics as m
+from ltrr.retrieval.batching import MicroBatcher
 from ltrr.retrieval.catalog import Catalog, Entity
 from ltrr.retrieval.strategies.base import Candidate
 from ltrr.schemas.exceptions import LtrrError
@@ -113,8 +116,11 @@ class SemanticStrategy:
         device: str = "cpu",
         batch_size: int = 256,
         threads: int = 2,
-        query_cache_size: int = 512,
+        query_cache_size: int = 10_000,
         save_every: int = 1000,
+        embed_max_wait_s: float = 0.002,
+        embed_max_batch: int = 64,
+        read_only: bool = False,
     ) -> None:
         loaded = _load_model(model_name_or_path, device, threads)
         self._model, self.model_id, self._index_cls = loaded
@@ -135,11 +141,16 @@ class SemanticStrategy:
         self._ids: dict[int, str] = {}  # key -> entity id
         self._next_key = self._unsaved = 0
         self._index_file: str | None = None
+        #: Never write the cache (one of several worker processes sharing it).
+        self.read_only = read_only
+        self._batcher = MicroBatcher(
+            self._encode_queries, max_wait_s=embed_max_wait_s, max_batch=embed_max_batch
+        )
         self._index = self._restore()
         with self._write_lock:
             present = {e.id for e in catalog}
             self._apply(list(catalog), [i for i in self._entries if i not in present])
-            if self._unsaved or self._index_file is None:
+            if (self._unsaved or self._index_file is None) and not read_only:
                 self.save()
         catalog.subscribe(self.update)
 
@@ -150,14 +161,32 @@ class SemanticStrategy:
         """Embed new and changed entities, drop deleted ones; save every ``save_every``."""
         with self._write_lock:
             self._apply(added, removed)
-            if self._unsaved >= self.save_every:
+            if self._unsaved >= self.save_every and not self.read_only:
                 self.save()
 
     def retrieve(self, query: str, context: Mapping[str, Any], k: int) -> list[Candidate]:
         """Up to ``k`` entities by cosine similarity to ``query``, best first."""
         if k <= 0 or not query.strip():
             return []
-        vector = self._query_vector(query)
+        return self._search(self._query_vector(query), k)
+
+    async def aretrieve(self, query: str, context: Mapping[str, Any], k: int) -> list[Candidate]:
+        """``retrieve`` for the event loop: the query embedding from the LRU cache or a
+        micro-batch (``retrieval/batching.py``), the ANN search in the loop's executor."""
+        if k <= 0 or not query.strip():
+            return []
+        vector = self._cached(query)
+        if vector is None:
+            vector = await self._batcher.embed(query)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._search, vector, k)
+
+    @property
+    def batches(self) -> int:
+        """Forward passes the query micro-batcher has run."""
+        return self._batcher.batches
+
+    def _search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         with self._lock:
             if len(self._index) == 0:
                 return []
@@ -171,7 +200,7 @@ class SemanticStrategy:
 
     def flush(self) -> None:
         """Save if anything changed since the last save (the retrieval worker's shutdown)."""
-        if self._unsaved:
+        if self._unsaved and not self.read_only:
             self.save()
 
     def save(self) -> None:
@@ -273,15 +302,27 @@ class SemanticStrategy:
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's vector from the LRU cache, embedding it on a miss."""
+        cached = self._cached(query)
+        if cached is not None:
+            return cached
+        return self._encode_queries([query])[0]
+
+    def _cached(self, query: str) -> np.ndarray | None:
         with self._lock:
             cached = self._queries.get(query)
             if cached is not None:
                 self._queries.move_to_end(query)
-                return cached
-        vector = self._encode([query])[0]
+                m.QUERY_EMBEDDINGS.labels("hit").inc()
+            return cached
+
+    def _encode_queries(self, queries: list[str]) -> np.ndarray:
+        """Encode ``queries`` in one forward pass and remember them in the LRU cache."""
+        vectors = self._encode(queries)
+        m.QUERY_EMBEDDINGS.labels("miss").inc(len(queries))
         with self._lock:
-            self.queries_embedded += 1
-            self._queries[query] = vector
-            if len(self._queries) > self._query_cache_size:
+            self.queries_embedded += len(queries)
+            for query, vector in zip(queries, vectors, strict=True):
+                self._queries[query] = vector
+            while len(self._queries) > self._query_cache_size:
                 self._queries.popitem(last=False)
-        return vector
+        return vectors
