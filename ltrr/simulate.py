@@ -12,6 +12,7 @@ on the music world with settings that finish in a few minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import itertools
 import secrets
 import shutil
 import signal
@@ -49,9 +50,25 @@ LOOP_FLAGS = (
     "200",
 )
 STRATEGIES = "lexical,semantic,memory,popular,fresh"
-#: Plans of up to two strategies (15 for five strategies): in the music world every kind's
-#: best plan has at most two or three, and fewer arms learn faster in a few-minute run.
-PLAN_MAX_SIZE = 2
+#: Exploration that stops paying for plans it has learned are bad (SquareCB: the probability
+#: of a plan falls with how far its predicted reward trails the best one's).
+SIM_VW_ARGS: tuple[str, ...] = (
+    "--cb_explore_adf", "--squarecb", "-q", "cp", "-q", "cr", "-q", "qp", "-q", "sp",
+)  # fmt: skip
+
+
+def simulation_plans(strategies: list[str], total: int = 100) -> str:
+    """The plans ``ltrr simulate`` serves: every strategy alone, every pair (budget split
+    evenly), and every strategy at once (the union), so the policy can always fall back to
+    what the union baseline shows."""
+    share = max(1, total // max(1, len(strategies)))
+    specs = [f"{a}:{total}" for a in strategies]
+    specs += [
+        f"{a}:{total // 2}+{b}:{total // 2}" for a, b in itertools.combinations(strategies, 2)
+    ]
+    if len(strategies) > 2:
+        specs.append("+".join(f"{a}:{share}" for a in strategies))
+    return ";".join(specs)
 
 
 def say(text: str = "") -> None:
@@ -67,7 +84,8 @@ def add_parsers(sub: Any, epilog: str) -> None:
         description=textwrap.fill(
             "Start the embedded broker, the learning worker and the retrieval worker, then "
             "let simulated users search a generated music catalog. The bandit learns which "
-            "retrieval plan (lexical, semantic, memory, popular, fresh, or a pair of them) to "
+            "retrieval plan (lexical, semantic, memory, popular, fresh, a pair of them, or all "
+            "at once) to "
             "use per query; live progress compares its reward with static baselines on the "
             "same queries, and a report (Markdown + PNG plots + summary.json) shows cumulative "
             "reward, regret, recall@budget and the plans learned per query kind. Ctrl-C stops "
@@ -146,6 +164,27 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         help="without --url: broken events to send straight into the topics, as a share of "
         "--queries, to show them dead-lettered with their reason (0.02)",
     )
+    loop = parser.add_argument_group("learning (without --url)")
+    loop.add_argument(
+        "--plans",
+        default="",
+        metavar="SPEC",
+        help="plans to serve, e.g. 'lexical:100;semantic:100;lexical:50+semantic:50' (empty: "
+        "each strategy alone, every pair, and every strategy at once)",
+    )
+    loop.add_argument(
+        "--vw-args",
+        default=" ".join(SIM_VW_ARGS),
+        metavar="TEXT",
+        help=f"Vowpal Wabbit arguments of the learner ({' '.join(SIM_VW_ARGS)})",
+    )
+    loop.add_argument(
+        "--default-plan",
+        default=None,
+        metavar="ID",
+        help="plan served (1 - 0.2 of the time) before the first snapshot (default: every "
+        "strategy at once; '' explores uniformly)",
+    )
     run.add_argument(
         "--vector-cache-dir",
         type=Path,
@@ -186,6 +225,10 @@ def build_world(args: argparse.Namespace, now_ms: int) -> World:
     return MusicWorld(config, now_ms=now_ms)
 
 
+def _plan_ids(spec: str) -> list[str]:
+    return ["+".join(p.split(":")[0] for p in plan.split("+")) for plan in spec.split(";") if plan]
+
+
 @dataclass
 class Stack:
     """What runs the loop: the serve URL, a catalog publisher, and the local processes."""
@@ -199,7 +242,15 @@ class Stack:
 
 
 @contextmanager
-def embedded_stack(world: World, out: Path, cache: Path | None = None) -> Iterator[Stack]:
+def embedded_stack(
+    world: World,
+    out: Path,
+    cache: Path | None = None,
+    *,
+    plans: str = "",
+    vw_args: str = "",
+    default_plan: str | None = None,
+) -> Iterator[Stack]:
     """Broker, learning worker and retrieval worker on this machine, stopped on exit."""
     from kafka import KafkaProducer
 
@@ -237,9 +288,14 @@ def embedded_stack(world: World, out: Path, cache: Path | None = None) -> Iterat
         # A signing key of this run only, shared by its worker and serve (there is no
         # built-in key; the children do not inherit the caller's LTRR_* settings).
         keyed = {"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)}
+        names = STRATEGIES.split(",")
+        plans = plans or simulation_plans(names)
+        if default_plan is None:
+            default_plan = "+".join(names) if "+".join(names) in _plan_ids(plans) else ""
         say("  worker    starting the learning loop (joins its consumer group)...")
         worker = WorkerProcess(
             *LOOP_FLAGS,
+            *(("--vw-args", vw_args) if vw_args else ()),
             *common,
             "--data-dir",
             str(out / "state"),
@@ -260,8 +316,9 @@ def embedded_stack(world: World, out: Path, cache: Path | None = None) -> Iterat
             str(cache or out / "cache"),
             "--strategies",
             STRATEGIES,
-            "--plan-max-size",
-            str(PLAN_MAX_SIZE),
+            "--plans",
+            plans,
+            *(("--default-plan", default_plan) if default_plan else ()),
             log_path=out / "serve.log",
             ready_timeout_s=600,
             env=keyed,
@@ -382,7 +439,18 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
     cache = getattr(args, "vector_cache_dir", None)
     with ExitStack() as stack:
         try:
-            starting = remote_stack(args) if url else embedded_stack(world, out, cache)
+            starting = (
+                remote_stack(args)
+                if url
+                else embedded_stack(
+                    world,
+                    out,
+                    cache,
+                    plans=getattr(args, "plans", ""),
+                    vw_args=getattr(args, "vw_args", ""),
+                    default_plan=getattr(args, "default_plan", None),
+                )
+            )
             running = stack.enter_context(starting)
         except KeyboardInterrupt:
             say("\ninterrupted while starting: stopped")

@@ -286,3 +286,18 @@ def test_union_among_the_configured_plans_is_the_union_baseline() -> None:
     assert board is not None and board.configured == 3
     assert board.union_id == "lexical+memory" and board.plan_ids[2] == "lexical+memory"
     assert set(board.series()) >= {"union", "lexical", "memory", "oracle_per_query"}
+
+
+def test_simulate_serves_singles_pairs_and_the_union_with_a_warm_start() -> None:
+    from ltrr.retrieval.plans import parse_plans
+    from ltrr.simulate import SIM_VW_ARGS, _plan_ids, simulation_plans
+
+    names = ["lexical", "semantic", "memory", "popular", "fresh"]
+    plans = parse_plans(simulation_plans(names), names)
+    assert len(plans) == 5 + 10 + 1
+    assert [p.id for p in plans] == _plan_ids(simulation_plans(names))
+    assert dict(plans[0].budgets) == {"lexical": 100}
+    assert dict(plans[5].budgets) == {"lexical": 50, "semantic": 50}
+    assert plans[-1].id == "+".join(names) and set(plans[-1].budgets.values()) == {20}
+    assert "--squarecb" in SIM_VW_ARGS and "--epsilon" not in SIM_VW_ARGS
+    assert len(parse_plans(simulation_plans(["lexical", "memory"]), names)) == 3  # no dup
