@@ -109,7 +109,7 @@ class LoopParts:
 def reward_config(settings: Settings) -> RewardConfig:
     return RewardConfig(
         weights=RewardConfig.parse_weights(settings.reward_weights),
-        aggregation=settings.reward_aggregation,  # type: ignore[arg-type]
+        aggregation=settings.reward_aggregation,
         default_reward=settings.default_reward,
         play_min_seconds=settings.play_min_seconds or None,
         clip_min=settings.reward_clip_min,

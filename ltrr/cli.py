@@ -7,11 +7,13 @@ Settings come from flags, then ``LTRR_*`` environment variables, then the TOML f
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from ltrr.evaluation.cli import add_parser as add_eval_parser
 from ltrr.models import add_parser as add_model_parser
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.simulate import add_parsers as add_simulation_parsers
-from ltrr.streams.settings import Settings
+from ltrr.streams.settings import SettingDoc, Settings, setting_docs
 
 EPILOG = """\
 Every option can also be set by an LTRR_* environment variable (LTRR_BROKER, LTRR_TOPIC_PREFIX,
@@ -28,136 +30,154 @@ which wins over the file. See the README's configuration reference.
 """
 
 
+#: Settings every broker-facing command takes as flags.
+COMMON_SETTINGS = ("broker", "topic_prefix", "partitions")
+
+#: Settings of ``ltrr worker`` that are flags (each also an LTRR_* variable and a TOML key).
+#: The snapshot signing key is deliberately not a flag (it would show in process lists).
+WORKER_SETTINGS = (
+    "app_id",
+    "data_dir",
+    "web_host",
+    "web_port",
+    "reward_window_s",
+    "late_horizon_s",
+    "join_tick_s",
+    "event_delay_s",
+    "max_clock_skew_s",
+    "max_event_age_s",
+    "max_event_bytes",
+    "max_message_bytes",
+    "session_timeout_s",
+    "rebalance_timeout_s",
+    "models",
+    "max_models",
+    "min_probability",
+    "reward_weights",
+    "reward_aggregation",
+    "default_reward",
+    "play_min_seconds",
+    "reward_clip_min",
+    "reward_clip_max",
+    "vw_args",
+    "checkpoint_every",
+    "checkpoint_interval_s",
+    "snapshot_every",
+    "snapshot_interval_s",
+    "snapshot_key_id",
+    "max_model_bytes",
+    "q2e_half_life_hours",
+    "log_level",
+)
+
+#: Settings of ``ltrr serve`` that are flags. Bearer tokens are env/TOML only.
+SERVE_SETTINGS = (
+    "serve_host",
+    "serve_port",
+    "catalog_path",
+    "strategies",
+    "plans",
+    "plan_max_size",
+    "plan_total_budget",
+    "default_plan",
+    "cold_epsilon",
+    "model_name",
+    "q2e_boost",
+    "impression_buffer",
+    "vector_cache_dir",
+    "snapshot_key_id",
+    "max_model_bytes",
+    "max_message_bytes",
+    "serve_allow_anonymous",
+    "serve_tls_certfile",
+    "serve_tls_keyfile",
+    "serve_tls_client_cafile",
+    "serve_max_connections",
+    "serve_read_timeout_s",
+    "serve_workers",
+    "serve_offload",
+    "serve_embed_max_wait_ms",
+    "serve_query_cache_size",
+    "impression_linger_ms",
+    "log_level",
+)
+
+#: Kafka security settings of every command that talks to the brokers. The SASL password is
+#: deliberately not a flag (it would show in process lists): use LTRR_SASL_PASSWORD.
+SECURITY_SETTINGS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+)
+
+
+def add_setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> None:
+    """One flag per named setting, its help, variable and real default taken from
+    ``Settings`` (the single source: docs/configuration.md is generated from it too)."""
+    docs = setting_docs()
+    for name in names:
+        doc = docs[name]
+        if doc.secret:
+            raise ValueError(f"{name} is secret: never a command-line flag")
+        kwargs: dict[str, Any] = {"dest": name, "help": _flag_help(doc)}
+        if doc.choices:
+            kwargs["choices"] = doc.choices
+        else:
+            kwargs["type"] = {"bool": _parse_bool, "int": int, "float": float}.get(doc.kind, str)
+            kwargs["metavar"] = _metavar(doc.name, doc.kind)
+        p.add_argument(doc.flag, **kwargs)
+
+
+def _flag_help(doc: SettingDoc) -> str:
+    text = doc.help.replace("``", "")
+    default = doc.default if doc.default != "" else "none"
+    bounds = f"; {doc.bounds}" if doc.bounds else ""
+    return f"{text} ({doc.env}; default: {default}{bounds})".replace("%", "%%")
+
+
+def _metavar(name: str, kind: str) -> str:
+    if kind == "bool":
+        return "true|false"
+    if kind == "int":
+        return "N"
+    if kind == "float":
+        return "SECONDS" if name.endswith("_s") else "HOURS" if name.endswith("_hours") else "X"
+    if name == "broker":
+        return "HOST:PORT[,...]"
+    if name.endswith(("_dir", "_path", "file")):
+        return "PATH"
+    if name.endswith("_host"):
+        return "ADDR"
+    return "TEXT"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"{raw!r} is not true or false")
+
+
+#: Command -> the settings it takes as flags (for docs/configuration.md).
+SETTING_FLAGS = {
+    "worker": (*COMMON_SETTINGS, *WORKER_SETTINGS, *SECURITY_SETTINGS),
+    "serve": (*COMMON_SETTINGS, *SERVE_SETTINGS, *SECURITY_SETTINGS),
+    "topics": (*COMMON_SETTINGS, "replication_factor", *SECURITY_SETTINGS),
+    "learn-offline": (*COMMON_SETTINGS, "vw_args"),
+    "eval": (*COMMON_SETTINGS, *SECURITY_SETTINGS),
+    "model": (*COMMON_SETTINGS, *SECURITY_SETTINGS),
+}
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (or LTRR_CONFIG)")
-    p.add_argument(
-        "--broker",
-        metavar="HOST:PORT[,...]",
-        help="Kafka bootstrap servers (LTRR_BROKER; default 127.0.0.1:9092)",
-    )
-    p.add_argument(
-        "--topic-prefix",
-        metavar="PREFIX",
-        help="prefix of every ltrr topic (LTRR_TOPIC_PREFIX; default 'ltrr.')",
-    )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        metavar="N",
-        help="partitions of the keyed topics (LTRR_PARTITIONS; default 4)",
-    )
-
-
-#: Learning-loop flags of ``ltrr worker``: (flag, type, help). Each maps to the setting of the
-#: same name (dashes -> underscores) and its LTRR_* variable. The snapshot signing key is
-#: deliberately not a flag (it would show in process lists): use LTRR_SNAPSHOT_KEY.
-WORKER_TUNING: tuple[tuple[str, type, str], ...] = (
-    ("--reward-window-s", float, "seconds an impression collects actions (600)"),
-    (
-        "--late-horizon-s",
-        float,
-        "seconds a closed impression still accepts late actions for Q2E (86400)",
-    ),
-    ("--join-tick-s", float, "how often due windows close and rewards are sent (1.0)"),
-    (
-        "--event-delay-s",
-        float,
-        "how late an event may reach Kafka after its timestamp; quiet partitions' event "
-        "time follows the clock minus this (15)",
-    ),
-    ("--max-clock-skew-s", float, "dead-letter events timestamped this far ahead (3600)"),
-    ("--max-event-age-s", float, "dead-letter events older than this (2592000)"),
-    ("--models", str, "model keys the learner accepts, comma-separated (any)"),
-    ("--max-models", int, "with --models empty: most distinct models learned (16)"),
-    ("--min-probability", float, "dead-letter rewards logged with a lower probability (1e-4)"),
-    ("--reward-weights", str, "action weights, e.g. 'click=0.5,play=1,skip=-0.2'"),
-    ("--reward-aggregation", str, "max | sum | earliest (max)"),
-    ("--default-reward", float, "reward when no action arrives (0)"),
-    ("--play-min-seconds", float, "a play counts from this many seconds; 0 = any (30)"),
-    (
-        "--vw-args",
-        str,
-        "Vowpal Wabbit arguments (--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp)",
-    ),
-    ("--checkpoint-every", int, "checkpoint the learner every N examples (1000)"),
-    ("--checkpoint-interval-s", float, "... or every T seconds (5)"),
-    ("--snapshot-every", int, "publish a snapshot every N learned examples (1000)"),
-    ("--snapshot-interval-s", float, "... or every T seconds (30)"),
-    ("--snapshot-key-id", str, "name of the snapshot signing key (k1)"),
-    ("--q2e-half-life-hours", float, "half-life of Q2E engagement (168)"),
-)
-
-
-def true_false(text: str) -> bool:
-    """A boolean flag's value: true or false."""
-    if text.strip().lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.strip().lower() == "true"
-
-
-#: Flags of ``ltrr serve`` mapped to settings of the same name (dashes -> underscores).
-SERVE_TUNING: tuple[tuple[str, Any, str], ...] = (
-    ("--serve-host", str, "bind address of the HTTP API (127.0.0.1)"),
-    ("--serve-port", int, "port of the HTTP API (8080)"),
-    ("--catalog-path", str, "JSONL catalog loaded at start (CatalogEntity v1 per line)"),
-    (
-        "--strategies",
-        str,
-        "comma-separated strategies: lexical,semantic,memory,popular,fresh "
-        "or package.module:Factory",
-    ),
-    (
-        "--plans",
-        str,
-        "explicit plans 'lexical:60+memory:40;semantic:100' (default: every "
-        "subset of up to --plan-max-size strategies)",
-    ),
-    ("--plan-max-size", int, "largest strategy subset in the default plan set (3)"),
-    ("--plan-total-budget", int, "candidates per plan, shared evenly (100)"),
-    ("--default-plan", str, "plan id favoured before any snapshot (uniform if empty)"),
-    ("--cold-epsilon", float, "mass spread over other plans with --default-plan (0.2)"),
-    ("--model-name", str, "model key served and logged (default)"),
-    ("--q2e-boost", float, "weight of the Q2E score in ranking (0.5)"),
-    ("--impression-buffer", int, "impressions buffered while the broker is down (10000)"),
-    ("--vector-cache-dir", str, "item-vector cache directory (./ltrr-cache)"),
-    (
-        "--serve-workers",
-        int,
-        "worker processes sharing the port (SO_REUSEPORT); 0 = one per CPU core (1)",
-    ),
-    (
-        "--serve-offload",
-        true_false,
-        "true: strategies concurrent, CPU work off the event loop; false: one after the "
-        "other on the loop (true)",
-    ),
-    ("--serve-embed-max-wait-ms", float, "longest wait to batch a query embedding (2)"),
-    ("--serve-query-cache-size", int, "query embeddings kept in the LRU cache (10000)"),
-    ("--impression-linger-ms", int, "impression producer batching delay (5)"),
-    ("--snapshot-key-id", str, "name of the snapshot verification key (k1)"),
-)
-
-
-#: Kafka security flags of ``ltrr worker``, ``ltrr serve`` and ``ltrr topics``, mapped to the
-#: settings of the same name. The SASL password is deliberately not a flag (it would show in
-#: process lists): use LTRR_SASL_PASSWORD or the TOML key sasl_password.
-SECURITY_TUNING: tuple[tuple[str, type, str], ...] = (
-    (
-        "--security-protocol",
-        str,
-        "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (LTRR_SECURITY_PROTOCOL; PLAINTEXT)",
-    ),
-    (
-        "--sasl-mechanism",
-        str,
-        "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (LTRR_SASL_MECHANISM; PLAIN); the password "
-        "comes from LTRR_SASL_PASSWORD only",
-    ),
-    ("--sasl-username", str, "SASL user name (LTRR_SASL_USERNAME)"),
-    ("--ssl-cafile", str, "PEM CA of the brokers' certificates (LTRR_SSL_CAFILE; system CAs)"),
-    ("--ssl-certfile", str, "PEM client certificate for mutual TLS (LTRR_SSL_CERTFILE)"),
-    ("--ssl-keyfile", str, "PEM private key of --ssl-certfile (LTRR_SSL_KEYFILE)"),
-)
+    p.add_argument("--config", metavar="PATH", help="TOML settings file (or LTRR_CONFIG)")
+    add_setting_flags(p, COMMON_SETTINGS)
 
 
 def _add_security(p: argparse.ArgumentParser) -> None:
@@ -167,19 +187,7 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         "SASL and TLS towards the brokers. The SASL password is read from LTRR_SASL_PASSWORD\n"
         "or the TOML key sasl_password only, never from a flag.",
     )
-    for flag, kind, text in SECURITY_TUNING:
-        group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
-
-
-def _add_tuning(p: argparse.ArgumentParser, tuning: tuple[tuple[str, Any, str], ...]) -> None:
-    """Setting-backed flags of a process command, and its --log-level."""
-    for flag, kind, text in tuning:
-        p.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=text)
-    p.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (LTRR_LOG_LEVEL; default info)",
-    )
+    add_setting_flags(group, SECURITY_SETTINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,51 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["create", "list"],
         help="create: create missing topics; list: print every topic",
     )
-    topics.add_argument(
-        "--replication-factor",
-        type=int,
-        metavar="N",
-        help="replication factor of created topics (LTRR_REPLICATION_FACTOR; default 1)",
-    )
     _add_common(topics)
+    add_setting_flags(topics, ("replication_factor",))
     _add_security(topics)
 
     worker = sub.add_parser(
         "worker",
         help="run the learning-loop worker (Faust agents)",
-        description="Run the learning-loop worker: validates impressions and actions and "
-        "sends bad input to the dead-letter topic with its reason. Creates the "
-        "declared topics first if they are missing. Stops cleanly on Ctrl-C.",
+        description="Run the learning-loop worker: validate impressions and actions (bad "
+        "input goes to the dead-letter topic with its reason), join them by event time into "
+        "rewards, learn the Vowpal Wabbit policy and the query-entity (Q2E) memory, and publish "
+        "signed model snapshots. Needs LTRR_SNAPSHOT_KEY. Creates missing topics first; stops "
+        "cleanly on Ctrl-C.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(worker)
-    worker.add_argument(
-        "--app-id", help="Faust app id = consumer group (LTRR_APP_ID; default ltrr-worker)"
-    )
-    worker.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="RocksDB state directory, one per worker (LTRR_DATA_DIR; default ./ltrr-data)",
-    )
-    worker.add_argument(
-        "--web-host",
-        metavar="ADDR",
-        help="bind address of /metrics, /healthz, /readyz (LTRR_WEB_HOST; default 127.0.0.1)",
-    )
-    worker.add_argument(
-        "--web-port",
-        type=int,
-        metavar="PORT",
-        help="port of /metrics, /healthz, /readyz (LTRR_WEB_PORT; default 6066)",
-    )
-    worker.add_argument(
-        "--max-event-bytes",
-        type=int,
-        metavar="N",
-        help="larger events are dead-lettered as oversized (LTRR_MAX_EVENT_BYTES; default 262144)",
-    )
-    _add_tuning(worker, WORKER_TUNING)
+    add_setting_flags(worker, WORKER_SETTINGS)
     _add_security(worker)
     serve = sub.add_parser(
         "serve",
@@ -299,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(serve)
-    _add_tuning(serve, SERVE_TUNING)
+    add_setting_flags(serve, SERVE_SETTINGS)
     _add_security(serve)
 
     offline = sub.add_parser(
@@ -312,11 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     offline.add_argument("file", type=Path, help="reward lines, one JSON object per line")
     _add_common(offline)
-    offline.add_argument(
-        "--vw-args",
-        help="Vowpal Wabbit arguments (LTRR_VW_ARGS; default: ltrr's); write as "
-        "--vw-args='--cb_explore_adf ...'",
-    )
+    add_setting_flags(offline, ("vw_args",))
     offline.add_argument("--model", default="default", help="model key to write (default)")
     offline.add_argument("-o", "--output", type=Path, help="write the model here")
     offline.add_argument(
@@ -329,6 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_security(add_eval_parser(sub, _add_common, EPILOG))
     add_model_parser(sub, _add_common, _add_security)
 
+    settings = sub.add_parser(
+        "settings",
+        help="print the settings a command would run with, or the configuration reference",
+        description="Print every setting as flags, LTRR_* variables, the TOML file and the "
+        "defaults resolve it (secrets only as set/unset), or the configuration reference as "
+        "Markdown (docs/configuration.md is this output).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(settings)
+    shown = settings.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the settings as JSON")
+    shown.add_argument(
+        "--markdown", action="store_true", help="print the configuration reference (Markdown)"
+    )
+
     return parser
 
 
@@ -336,22 +328,8 @@ def load_settings(args: argparse.Namespace, *, snapshot_key: bool = False) -> Se
     """Flags over the environment over the TOML file, validated once all are applied;
     ``snapshot_key``: the command signs or verifies snapshots, so a key must be set."""
     base = Settings.load(os.environ, args.config, validate=False)
-    settings = base.with_overrides(
-        broker=args.broker,
-        topic_prefix=args.topic_prefix,
-        partitions=args.partitions,
-        replication_factor=getattr(args, "replication_factor", None),
-        app_id=getattr(args, "app_id", None),
-        data_dir=getattr(args, "data_dir", None),
-        web_host=getattr(args, "web_host", None),
-        web_port=getattr(args, "web_port", None),
-        max_event_bytes=getattr(args, "max_event_bytes", None),
-        log_level=getattr(args, "log_level", None),
-        **{
-            flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
-            for flag, _, _ in (*WORKER_TUNING, *SERVE_TUNING, *SECURITY_TUNING)
-        },
-    )
+    names = {f.name for f in fields(Settings)}
+    settings = base.with_overrides(**{k: v for k, v in vars(args).items() if k in names})
     settings.validate()
     if snapshot_key:
         settings.require_snapshot_key()
@@ -499,7 +477,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(args, title="ltrr demo")
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from ltrr.configuration import print_settings
+
+    return print_settings(load_settings(args), args, SETTING_FLAGS)
+
+
 COMMANDS = {
+    "settings": cmd_settings,
     "broker": cmd_broker,
     "topics": cmd_topics,
     "worker": cmd_worker,
@@ -513,12 +498,45 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
     try:
         return COMMANDS[args.command](args)
     except LtrrError as exc:
         print(f"ltrr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+#: Flags people bring from other tools, and ltrr's name for them.
+SYNONYMS = {
+    "--bootstrap": "--broker",
+    "--bootstrap-server": "--broker",
+    "--bootstrap-servers": "--broker",
+    "--brokers": "--broker",
+    "--kafka": "--broker",
+    "--port": "--serve-port",
+    "--host": "--serve-host",
+    "--prefix": "--topic-prefix",
+}
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Exit 2 naming the arguments the command does not know, with the closest flags."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command_parser = sub.choices[command]
+    known = [o for a in command_parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=2, cutoff=0.6) if flag[:2] == "--" else []
+        if flag in SYNONYMS and SYNONYMS[flag] in known:
+            close = [SYNONYMS[flag]]
+        if close:
+            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    command_parser.error("; ".join([message, *hints]))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
 
 def describe(settings: Settings) -> str:
     """A log-safe one-line summary (never the password), e.g. ``SASL_SSL PLAIN as alice``."""
-    parts = [settings.security_protocol]
+    parts: list[str] = [settings.security_protocol]
     if uses_sasl(settings):
         parts.append(f"{settings.sasl_mechanism} as {settings.sasl_username}")
     if uses_tls(settings):

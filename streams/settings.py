@@ -7,6 +7,7 @@ named by ``--config`` or ``LTRR_CONFIG`` (keys are the field names below), built
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import ipaddress
 import os
 import re
@@ -15,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from ltrr.schemas.vw_args import VWArgsError, check_vw_args
 from ltrr.streams.exceptions import SettingsError
@@ -23,13 +24,37 @@ from ltrr.streams.exceptions import SettingsError
 ENV_PREFIX = "LTRR_"
 
 #: Values of ``security_protocol`` (Kafka's names) and ``sasl_mechanism``.
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: Access scopes of the retrieval worker's HTTP API (``serve_tokens_<scope>``).
 SERVE_SCOPES = ("search", "actions", "ops")
 #: Shortest bearer token accepted, characters; RFC 6750's token alphabet.
 MIN_TOKEN_CHARS = 16
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+RewardAggregation = Literal["max", "sum", "earliest"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+SECURITY_PROTOCOLS: tuple[str, ...] = get_args(SecurityProtocol)
+SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
+
+
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    secret: bool = False,
+) -> Any:
+    """A field with bounds (checked by ``Settings.validate``) in its metadata. ``secret``: never
+    a command-line flag (it would show in process lists) and left out of ``repr``."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    metadata = {k: v for k, v in bounds.items() if v is not None}
+    if secret:
+        metadata["secret"] = True
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,29 +68,30 @@ class Settings:
     topic_prefix: str = "ltrr."
     #: Partitions of the keyed topics (impressions, actions, catalog); impressions and actions
     #: must have the same count so the join needs no repartition.
-    partitions: int = 4
+    partitions: int = setting(4, ge=1)
     #: Replication factor of created topics (1 for a single broker; 3 in production).
-    replication_factor: int = 1
+    replication_factor: int = setting(1, ge=1)
     #: Retention of the event topics (impressions, actions, rewards), hours.
-    retention_hours: int = 7 * 24
+    retention_hours: int = setting(7 * 24, ge=1)
     #: Retention of the dead-letter topic, hours.
-    dlq_retention_hours: int = 14 * 24
+    dlq_retention_hours: int = setting(14 * 24, ge=1)
     #: How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL login, no
     #: TLS) or SASL_SSL (SASL login over TLS). Applies to every Kafka client ltrr creates.
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
     #: SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-    sasl_mechanism: str = "PLAIN"
+    sasl_mechanism: SaslMechanism = "PLAIN"
     #: SASL user name with SASL_*.
     sasl_username: str = ""
     #: SASL password with SASL_*. Environment (LTRR_SASL_PASSWORD) or TOML only, never a flag
     #: (it would show in process lists), and left out of ``repr``.
-    sasl_password: str = field(default="", repr=False)
+    sasl_password: str = setting("", secret=True)
     #: With SSL/SASL_SSL: PEM file of the CA that signed the brokers' certificates (empty = the
     #: system's trusted CAs).
     ssl_cafile: str = ""
     #: With SSL/SASL_SSL: PEM client certificate (and chain) for brokers that require mutual
-    #: TLS, and its private key (empty = the key is in the certificate file).
+    #: TLS.
     ssl_certfile: str = ""
+    #: Private key of ``ssl_certfile`` (empty = the key is in the certificate file).
     ssl_keyfile: str = ""
     #: With SSL/SASL_SSL: check that the broker's certificate names the host connected to.
     ssl_check_hostname: bool = True
@@ -73,47 +99,49 @@ class Settings:
     app_id: str = "ltrr-worker"
     #: Where the worker keeps RocksDB state (one directory per worker process).
     data_dir: str = "./ltrr-data"
-    #: Bind address and port of the worker's HTTP server (/metrics, /healthz).
+    #: Bind address of the worker's HTTP server (/metrics, /healthz, /readyz).
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    #: Port of the worker's HTTP server (0 = any free port).
+    web_port: int = setting(6066, ge=0, le=65535)
     #: Largest accepted event, bytes; bigger messages go to the dead-letter topic as oversized.
-    max_event_bytes: int = 256 * 1024
+    max_event_bytes: int = setting(256 * 1024, ge=1)
     #: Largest message the producer sends and the consumer fetches, bytes (snapshots chunk
     #: below this).
-    max_message_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = setting(8 * 1024 * 1024, ge=1)
     #: Consumer-group session timeout, seconds: how long a dead worker holds its partitions.
-    session_timeout_s: float = 10.0
+    session_timeout_s: float = setting(10.0, gt=0)
     #: Consumer-group rebalance timeout, seconds: how long a join may wait for members.
-    rebalance_timeout_s: float = 10.0
+    rebalance_timeout_s: float = setting(10.0, gt=0)
     #: Reward window: how long an impression collects actions (and orphan actions wait for
     #: their impression), seconds.
-    reward_window_s: float = 600.0
+    reward_window_s: float = setting(600.0, gt=0)
     #: How long a closed impression is remembered so late actions still reach Q2E, seconds.
-    late_horizon_s: float = 86_400.0
+    late_horizon_s: float = setting(86_400.0, gt=0)
     #: How often the join closes due windows and sends pending rewards, seconds.
-    join_tick_s: float = 1.0
+    join_tick_s: float = setting(1.0, gt=0)
     #: How late an event may reach Kafka after its own timestamp, seconds. Windows close on
     #: event time; a quiet partition read to its end lets its watermark follow the clock
     #: minus this delay. An impression delivered later than this (and later than the reward
     #: window) after its actions turns them into orphans.
-    event_delay_s: float = 15.0
+    event_delay_s: float = setting(15.0, gt=0)
     #: Events whose timestamp_ms lies more than this many seconds ahead of the worker's clock
     #: are dead-lettered (invalid_value, field timestamp_ms).
-    max_clock_skew_s: float = 3600.0
+    max_clock_skew_s: float = setting(3600.0, gt=0)
     #: Events older than this many seconds (by timestamp_ms, against the worker's clock) are
     #: dead-lettered the same way.
-    max_event_age_s: float = 30 * 86_400.0
+    max_event_age_s: float = setting(30 * 86_400.0, gt=0)
     #: Reward weight overrides, ``type=weight`` comma-separated (defaults: click=0.5, play=1,
     #: like=1, add_to_favorites=1, add_to_playlist=1, share=1, purchase=1, skip=-0.2).
     reward_weights: str = ""
     #: How an impression's actions combine: max, sum (clipped) or earliest.
-    reward_aggregation: str = "max"
+    reward_aggregation: RewardAggregation = "max"
     #: Reward of an impression with no action in its window.
     default_reward: float = 0.0
     #: A play counts only if it lasted this many seconds (0 = any play counts).
-    play_min_seconds: float = 30.0
-    #: Clip range of the ``sum`` aggregation.
+    play_min_seconds: float = setting(30.0, ge=0)
+    #: Lower clip of the ``sum`` aggregation.
     reward_clip_min: float = -1.0
+    #: Upper clip of the ``sum`` aggregation.
     reward_clip_max: float = 1.0
     #: Vowpal Wabbit arguments of every model (empty = ltrr's default,
     #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp``).
@@ -123,37 +151,38 @@ class Settings:
     models: str = ""
     #: With ``models`` empty: most distinct models one worker learns; rewards of further
     #: models are dead-lettered as unknown_model (bounds memory against poison).
-    max_models: int = 16
+    max_models: int = setting(16, ge=1)
     #: Rewards whose logged probability is below this are dead-lettered (invalid_value):
     #: their importance weight 1/p would swamp the model.
-    min_probability: float = 1e-4
+    min_probability: float = setting(1e-4, gt=0, lt=1)
     #: Checkpoint the learner (model + offsets, atomically) every N examples ...
-    checkpoint_every: int = 1000
+    checkpoint_every: int = setting(1000, ge=1)
     #: ... or every T seconds, whichever comes first.
-    checkpoint_interval_s: float = 5.0
+    checkpoint_interval_s: float = setting(5.0, gt=0)
     #: Publish a model snapshot every N learned examples ...
-    snapshot_every: int = 1000
+    snapshot_every: int = setting(1000, ge=1)
     #: ... or every T seconds when something was learned.
-    snapshot_interval_s: float = 30.0
+    snapshot_interval_s: float = setting(30.0, gt=0)
     #: HMAC key that signs snapshots (retrieval workers verify with the same key). No default:
     #: ``ltrr worker``, ``serve``, ``model`` and ``eval --snapshot-topic`` refuse to start
     #: without one (``ltrr demo`` and ``simulate`` generate a random key per run).
-    snapshot_key: str = field(default="", repr=False)
+    snapshot_key: str = setting("", secret=True)
     #: Name of the signing key, so keys can be rotated (workers may accept several).
     snapshot_key_id: str = "k1"
     #: Retrieval workers and ``ltrr eval``: further keys to accept snapshots from, besides
     #: ``snapshot_key_id``/``snapshot_key``, as ``id=key`` pairs, comma-separated (env/TOML
     #: only, like the key). Lets a key rotation run without a gap: accept old and new, then
     #: switch the learner, then drop the old.
-    snapshot_keys_accepted: str = field(default="", repr=False)
+    snapshot_keys_accepted: str = setting("", secret=True)
     #: Largest model a snapshot may carry, bytes: a bigger one is refused before anything is
     #: allocated for it (retrieval workers, ``ltrr eval``, the learner's adoption).
-    max_model_bytes: int = 256 * 1024 * 1024
+    max_model_bytes: int = setting(256 * 1024 * 1024, ge=1)
     #: Half-life of Q2E engagement, hours.
-    q2e_half_life_hours: float = 168.0
-    #: Retrieval worker (``ltrr serve``): bind address and port of the HTTP API.
+    q2e_half_life_hours: float = setting(168.0, gt=0)
+    #: Retrieval worker (``ltrr serve``): bind address of the HTTP API.
     serve_host: str = "127.0.0.1"
-    serve_port: int = 8080
+    #: Port of the HTTP API.
+    serve_port: int = setting(8080, ge=0, le=65535)
     #: JSONL catalog loaded at start (CatalogEntity v1 per line); the catalog topic adds to it.
     catalog_path: str = ""
     #: Strategies to build, comma-separated: built-in names (lexical, semantic, memory,
@@ -162,26 +191,28 @@ class Settings:
     #: Explicit plans (``lexical:60+memory:40;semantic:100``); empty = every subset of up to
     #: ``plan_max_size`` strategies sharing ``plan_total_budget`` candidates evenly.
     plans: str = ""
-    plan_max_size: int = 3
-    plan_total_budget: int = 100
-    #: Cold start: plan id to favour before any snapshot (empty = uniform exploration), and
-    #: the probability mass spread over the other plans.
+    #: Largest strategy subset in the default plan set.
+    plan_max_size: int = setting(3, ge=1)
+    #: Candidates per plan, shared evenly by its strategies.
+    plan_total_budget: int = setting(100, ge=1)
+    #: Cold start: plan id to favour before any snapshot (empty = uniform exploration).
     default_plan: str = ""
-    cold_epsilon: float = 0.2
+    #: With ``default_plan``: probability mass spread over the other plans.
+    cold_epsilon: float = setting(0.2, ge=0, le=1)
     #: Model key this retrieval worker serves and logs impressions for.
     model_name: str = "default"
     #: Weight of the Q2E score in the final ranking (see retrieval/ranking.py).
-    q2e_boost: float = 0.5
+    q2e_boost: float = setting(0.5, ge=0)
     #: Impressions buffered while the broker is unreachable (oldest dropped beyond this).
-    impression_buffer: int = 10_000
+    impression_buffer: int = setting(10_000, ge=1)
     #: Retrieval worker access control: bearer tokens accepted per scope, comma-separated
     #: (several at once, for rotation): ``search`` (POST /search), ``actions`` (POST /actions),
     #: ``ops`` (GET /metrics). Environment or TOML only, never a flag, and left out of ``repr``.
     #: A scope without tokens is open, which ``ltrr serve`` refuses on a non-loopback
     #: ``serve_host`` unless ``serve_allow_anonymous`` is set.
-    serve_tokens_search: str = field(default="", repr=False)
-    serve_tokens_actions: str = field(default="", repr=False)
-    serve_tokens_ops: str = field(default="", repr=False)
+    serve_tokens_search: str = setting("", secret=True)
+    serve_tokens_actions: str = setting("", secret=True)
+    serve_tokens_ops: str = setting("", secret=True)
     #: Let ``ltrr serve`` bind a non-loopback address with a scope that has no tokens (e.g.
     #: behind a gateway that authenticates); off, it refuses to start.
     serve_allow_anonymous: bool = False
@@ -189,32 +220,34 @@ class Settings:
     #: the certificate file); with ``serve_tls_client_cafile``, clients must present a
     #: certificate signed by that CA (mutual TLS). Empty certfile = plain HTTP.
     serve_tls_certfile: str = ""
+    #: Private key of ``serve_tls_certfile`` (empty = the key is in the certificate file).
     serve_tls_keyfile: str = ""
+    #: CA whose client certificates the HTTP API requires (mutual TLS; empty = none).
     serve_tls_client_cafile: str = ""
     #: Most open HTTP connections; further ones get a 503 and are closed.
-    serve_max_connections: int = 1024
+    serve_max_connections: int = setting(1024, ge=1, le=1_000_000)
     #: Seconds a client has to send a request's headers (from connecting or from the previous
     #: response) and, separately, its body; then the connection is closed (headers) or the
     #: request answered 408 (body).
-    serve_read_timeout_s: float = 30.0
+    serve_read_timeout_s: float = setting(30.0, gt=0, le=3600)
     #: HTTP worker processes of ``ltrr serve``, sharing ``serve_port`` (SO_REUSEPORT), each
     #: with its own policy, replicas and impression producer; 0 = one per CPU core available.
     #: Each worker answers /metrics and /readyz for itself.
-    serve_workers: int = 1
+    serve_workers: int = setting(1, ge=0, le=64)
     #: Run a search's strategies concurrently, their CPU work (query embedding, ANN, tantivy)
     #: off the event loop; false = one after the other on the loop (the old path, kept for
     #: comparison in bench/serve.py).
     serve_offload: bool = True
     #: Longest wait, milliseconds, of a query embedding for others to share its forward pass.
-    serve_embed_max_wait_ms: float = 2.0
+    serve_embed_max_wait_ms: float = setting(2.0, ge=0, le=1000)
     #: Query embeddings kept in the semantic strategy's LRU cache (384 floats each).
-    serve_query_cache_size: int = 10_000
+    serve_query_cache_size: int = setting(10_000, ge=0)
     #: How long the impression producer waits to fill a batch, milliseconds.
-    impression_linger_ms: int = 5
+    impression_linger_ms: int = setting(5, ge=0, le=1000)
     #: Where item vectors and indexes are cached between restarts.
     vector_cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.
-    log_level: str = "info"
+    log_level: LogLevel = "info"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None overrides applied (used for command-line flags)."""
@@ -242,49 +275,24 @@ class Settings:
         for f in fields(cls):
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
-                values[f.name] = _coerce(ENV_PREFIX + f.name.upper(), raw, hints[f.name])
+                values[f.name] = _coerce(
+                    f"{f.name} ({ENV_PREFIX}{f.name.upper()})", raw, hints[f.name]
+                )
         settings = cls(**values)
         if validate:
             settings.validate()
         return settings
 
     def validate(self) -> None:
-        for name in (
-            "partitions",
-            "replication_factor",
-            "retention_hours",
-            "dlq_retention_hours",
-            "max_event_bytes",
-            "max_message_bytes",
-            "checkpoint_every",
-            "snapshot_every",
-            "max_models",
-            "max_model_bytes",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.web_port <= 65535:
-            raise SettingsError(f"web_port must be a TCP port (0-65535), got {self.web_port}")
-        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(f"log_level must be debug|info|warning|error, got {self.log_level}")
-        for name in (
-            "reward_window_s",
-            "late_horizon_s",
-            "join_tick_s",
-            "event_delay_s",
-            "max_clock_skew_s",
-            "max_event_age_s",
-            "checkpoint_interval_s",
-            "snapshot_interval_s",
-            "q2e_half_life_hours",
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.min_probability < 1:
-            raise SettingsError(f"min_probability must be in (0, 1), got {self.min_probability}")
-        if self.reward_aggregation not in ("max", "sum", "earliest"):
+        """Refuse any value outside its type, choices or bounds, naming the setting and its
+        environment variable; then the checks that involve several settings."""
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            _check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
+        if self.reward_clip_min > self.reward_clip_max:
             raise SettingsError(
-                f"reward_aggregation must be max|sum|earliest, got {self.reward_aggregation}"
+                f"reward_clip_min ({self.reward_clip_min}) must not exceed reward_clip_max "
+                f"({self.reward_clip_max})"
             )
         self.verification_keys()  # refuses a malformed snapshot_keys_accepted
         if self.vw_args:
@@ -374,10 +382,6 @@ class Settings:
                     f"{name} {files[name]!r} does not exist or is not readable; set "
                     f"{ENV_PREFIX}{name.upper()} to an existing PEM file"
                 )
-        if not isinstance(self.ssl_check_hostname, bool):
-            raise SettingsError(
-                f"ssl_check_hostname must be true or false, got {self.ssl_check_hostname!r}"
-            )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise SettingsError(
                 "ssl_keyfile is set without ssl_certfile; set LTRR_SSL_CERTFILE to the client "
@@ -424,36 +428,6 @@ class Settings:
                         f"{name}: token #{index + 1} is {len(token)} characters; use at least "
                         f"{MIN_TOKEN_CHARS} (e.g. openssl rand -hex 32)"
                     )
-        if not isinstance(self.serve_allow_anonymous, bool):
-            raise SettingsError(
-                f"serve_allow_anonymous must be true or false, got {self.serve_allow_anonymous!r}"
-            )
-        if not 0 <= self.serve_port <= 65535:
-            raise SettingsError(f"serve_port must be a TCP port (0-65535), got {self.serve_port}")
-        if not 1 <= self.serve_max_connections <= 1_000_000:
-            raise SettingsError(
-                f"serve_max_connections must be in 1..1000000, got {self.serve_max_connections}"
-            )
-        if not 0 <= self.serve_workers <= 64:
-            raise SettingsError(f"serve_workers must be in 0..64, got {self.serve_workers}")
-        if not isinstance(self.serve_offload, bool):
-            raise SettingsError(f"serve_offload must be true or false, got {self.serve_offload!r}")
-        if not 0 <= self.serve_embed_max_wait_ms <= 1000:
-            raise SettingsError(
-                f"serve_embed_max_wait_ms must be in [0, 1000], got {self.serve_embed_max_wait_ms}"
-            )
-        if self.serve_query_cache_size < 0:
-            raise SettingsError(
-                f"serve_query_cache_size must be >= 0, got {self.serve_query_cache_size}"
-            )
-        if not 0 <= self.impression_linger_ms <= 1000:
-            raise SettingsError(
-                f"impression_linger_ms must be in 0..1000, got {self.impression_linger_ms}"
-            )
-        if not 0 < self.serve_read_timeout_s <= 3600:
-            raise SettingsError(
-                f"serve_read_timeout_s must be in (0, 3600], got {self.serve_read_timeout_s}"
-            )
         files = ("serve_tls_certfile", "serve_tls_keyfile", "serve_tls_client_cafile")
         for name in files:
             value = getattr(self, name)
@@ -500,25 +474,149 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(
             f"config file {path} has unknown keys {unknown}; known keys: {sorted(known)}"
         )
-    return data
+    hints = get_type_hints(Settings)
+    return {key: _coerce(f"{key} in {path}", value, hints[key]) for key, value in data.items()}
 
 
-def _coerce(name: str, raw: str, kind: Any) -> Any:
+def _coerce(name: str, raw: Any, kind: Any) -> Any:
+    """``raw`` (an environment string or a TOML value) as a value of the setting's type, or a
+    SettingsError that names where it came from (``name``)."""
+    if not isinstance(raw, str):
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if _is_instance(raw, kind):
+            return raw
+        raise SettingsError(f"{name} must be {_kind_text(kind)}, got {raw!r}")
+    if get_origin(kind) is Literal:
+        choices = get_args(kind)
+        value = raw.strip().lower() if kind is LogLevel else raw.strip()
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {'|'.join(choices)}, got {raw!r}")
+        return value
     if kind is int:
         try:
             return int(raw)
         except ValueError as exc:
-            raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
     if kind is float:
         try:
             return float(raw)
         except ValueError as exc:
-            raise SettingsError(f"{name}={raw!r} is not a number") from exc
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
-        raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
     return raw
+
+
+def _is_instance(value: Any, kind: Any) -> bool:
+    if get_origin(kind) is Literal:
+        return value in get_args(kind)
+    if kind in (int, float):
+        return isinstance(value, kind) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_text(kind: Any) -> str:
+    if get_origin(kind) is Literal:
+        return "one of " + "|".join(get_args(kind))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, str(kind)
+    )
+
+
+def _check_value(name: str, value: Any, kind: Any, metadata: Mapping[str, Any]) -> None:
+    """Type, choices and bounds of one setting."""
+    where = f"{name} ({ENV_PREFIX}{name.upper()})"
+    if not _is_instance(value, kind) and not (
+        kind is float and isinstance(value, int) and not isinstance(value, bool)
+    ):
+        raise SettingsError(f"{where} must be {_kind_text(kind)}, got {value!r}")
+    bound = _bounds_text(metadata)
+    if bound and not _within(value, metadata):
+        raise SettingsError(f"{where} must be {bound}, got {value!r}")
+
+
+def _within(value: float, metadata: Mapping[str, Any]) -> bool:
+    checks = {
+        "ge": lambda b: value >= b,
+        "gt": lambda b: value > b,
+        "le": lambda b: value <= b,
+        "lt": lambda b: value < b,
+    }
+    return all(check(metadata[key]) for key, check in checks.items() if key in metadata)
+
+
+def _bounds_text(metadata: Mapping[str, Any]) -> str:
+    """``>= 1``, ``> 0 and < 1``, ... (empty without bounds)."""
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{signs[k]} {_number(metadata[k])}" for k in signs if k in metadata)
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDoc:
+    """What ``--help``, ``ltrr settings`` and docs/configuration.md say about one setting."""
+
+    name: str
+    env: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+    bounds: str
+    secret: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def setting_docs() -> dict[str, SettingDoc]:
+    """Every setting with its help text: the ``#:`` comment lines above its field in this
+    file's source (a field without its own comment shares the one above it)."""
+    helps = _field_comments()
+    hints = get_type_hints(Settings)
+    docs: dict[str, SettingDoc] = {}
+    for f in fields(Settings):
+        kind = hints[f.name]
+        literal = get_origin(kind) is Literal
+        docs[f.name] = SettingDoc(
+            name=f.name,
+            env=ENV_PREFIX + f.name.upper(),
+            kind="choice" if literal else kind.__name__,
+            default=f.default,
+            help=helps.get(f.name, ""),
+            choices=get_args(kind) if literal else (),
+            bounds=_bounds_text(f.metadata),
+            secret=bool(f.metadata.get("secret")),
+        )
+    return docs
+
+
+def _field_comments() -> dict[str, str]:
+    source = inspect.getsource(Settings)
+    helps: dict[str, str] = {}
+    comment: list[str] = []
+    last = ""
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            comment.append(stripped[2:].strip())
+            continue
+        match = re.match(r"    (\w+): ", line)
+        if match and not line.startswith("     "):
+            if comment:
+                last = " ".join(comment)
+            helps[match.group(1)] = last
+        elif stripped:
+            last = ""
+        comment = []
+    return helps

@@ -130,8 +130,14 @@ def test_a_key_that_does_not_match_the_certificate_is_a_settings_error(
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LTRR_SECURITY_PROTOCOL": "TLS"}, "security_protocol must be one of"),
-        ({"LTRR_SECURITY_PROTOCOL": "sasl_ssl"}, "security_protocol must be one of"),
+        (
+            {"LTRR_SECURITY_PROTOCOL": "TLS"},
+            r"security_protocol \(LTRR_SECURITY_PROTOCOL\) must be one of",
+        ),
+        (
+            {"LTRR_SECURITY_PROTOCOL": "sasl_ssl"},
+            r"security_protocol \(LTRR_SECURITY_PROTOCOL\) must be one of",
+        ),
         (
             {"LTRR_SECURITY_PROTOCOL": "SASL_PLAINTEXT"},
             "needs a SASL user name and password; set LTRR_SASL_USERNAME and LTRR_SASL_PASSWORD",
@@ -147,7 +153,8 @@ def test_a_key_that_does_not_match_the_certificate_is_a_settings_error(
                 "LTRR_SASL_PASSWORD": "x",
                 "LTRR_SASL_MECHANISM": "GSSAPI",
             },
-            "sasl_mechanism must be one of PLAIN|SCRAM-SHA-256|SCRAM-SHA-512",
+            r"sasl_mechanism \(LTRR_SASL_MECHANISM\) must be one of "
+            r"PLAIN\|SCRAM-SHA-256\|SCRAM-SHA-512",
         ),
         (
             {"LTRR_SASL_USERNAME": "alice", "LTRR_SASL_PASSWORD": "x"},
@@ -162,7 +169,10 @@ def test_a_key_that_does_not_match_the_certificate_is_a_settings_error(
             {"LTRR_SSL_CAFILE": "/etc/hostname"},
             "ssl_cafile set but security_protocol is PLAINTEXT, which does not use TLS",
         ),
-        ({"LTRR_SSL_CHECK_HOSTNAME": "maybe"}, "LTRR_SSL_CHECK_HOSTNAME='maybe' is not a boolean"),
+        (
+            {"LTRR_SSL_CHECK_HOSTNAME": "maybe"},
+            r"ssl_check_hostname \(LTRR_SSL_CHECK_HOSTNAME\) must be true or false",
+        ),
     ],
 )
 def test_bad_combinations_say_what_to_set(env: dict[str, str], message: str) -> None:

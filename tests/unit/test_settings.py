@@ -33,9 +33,9 @@ def test_settings_are_frozen() -> None:
     ("env", "message"),
     [
         ({"LTRR_PARTITIONS": "many"}, "LTRR_PARTITIONS"),
-        ({"LTRR_PARTITIONS": "0"}, "partitions must be >= 1"),
+        ({"LTRR_PARTITIONS": "0"}, r"partitions \(LTRR_PARTITIONS\) must be >= 1"),
         ({"LTRR_WEB_PORT": "70000"}, "web_port"),
-        ({"LTRR_LOG_LEVEL": "loud"}, "log_level"),
+        ({"LTRR_LOG_LEVEL": "loud"}, r"log_level \(LTRR_LOG_LEVEL\) must be one of"),
         ({"LTRR_CONFIG": "/nonexistent/ltrr.toml"}, "does not exist"),
     ],
 )
