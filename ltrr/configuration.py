@@ -29,6 +29,26 @@ Secrets (marked 🔒) are never flags, so they do not show in process lists.
 """
 
 
+FOOTER = """
+Other environment variables: `LTRR_CONFIG` (the TOML file), `LTRR_CACHE_DIR` (where Apache
+Kafka's jars and other downloads are cached; default `~/.cache/ltrr`), `LTRR_TEST_BROKER`
+(`tansu` or `kafka`: the broker the integration tests start).
+
+Example TOML file (Kafka with SASL over TLS; the password comes from `LTRR_SASL_PASSWORD`):
+
+```toml
+broker = "kafka-1.example.internal:9096,kafka-2.example.internal:9096"
+replication_factor = 3
+security_protocol = "SASL_SSL"
+sasl_mechanism = "SCRAM-SHA-512"
+sasl_username = "ltrr"
+ssl_cafile = "/etc/ltrr/kafka-ca.pem"
+data_dir = "/var/lib/ltrr/worker-0"
+reward_window_s = 600
+```
+"""
+
+
 def markdown(flags: Mapping[str, Sequence[str]]) -> str:
     """The reference as Markdown; ``flags``: command -> the settings it takes as flags."""
     commands: dict[str, list[str]] = {}
@@ -42,7 +62,7 @@ def markdown(flags: Mapping[str, Sequence[str]]) -> str:
             f"| `{doc.name}`{' 🔒' if doc.secret else ''} | `{doc.env}` | {_default(doc)} | "
             f"{', '.join(commands.get(doc.name, [])) or '—'} | {_what(doc)} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + FOOTER
 
 
 def effective(settings: Settings) -> dict[str, Any]:
