@@ -25,6 +25,7 @@ from typing import Any, cast
 import orjson
 import vowpal_wabbit_next as vw
 
+from ltrr.agents.vwcore import DSJsonLearner
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.state.store import Batch, Store
 
@@ -73,7 +74,7 @@ class _Model:
     """One model's workspace and its dedup memory."""
 
     ws: vw.Workspace
-    parser: vw.DSJsonFormatParser
+    vw: DSJsonLearner
     examples: int = 0
     seen: dict[str, int] = field(default_factory=dict)
     order: deque[str] = field(default_factory=deque)
@@ -158,7 +159,7 @@ class Learners:
         ws = workspace(self.vw_args, model)
         m = _Model(
             ws,
-            vw.DSJsonFormatParser(ws),
+            DSJsonLearner(ws),
             examples=meta["examples"],
             seq=meta["seq"],
             loss_sum=meta.get("loss_sum", 0.0),
@@ -176,7 +177,7 @@ class Learners:
         m = self.models.get(name)
         if m is None:
             ws = workspace(self.vw_args)
-            m = self.models[name] = _Model(ws, vw.DSJsonFormatParser(ws))
+            m = self.models[name] = _Model(ws, DSJsonLearner(ws))
         return m
 
     def position(self, partition: int) -> int:
@@ -210,7 +211,7 @@ class Learners:
         if event_id in m.seen:
             return Verdict("duplicate", name)
         try:
-            examples = m.parser.parse_json(raw.decode())
+            examples = m.vw.parse(raw.decode())
         except Exception as exc:  # VW's parser raises RuntimeError with a position
             return Verdict(
                 "invalid",
@@ -220,7 +221,7 @@ class Learners:
             )
         cost, prob = float(event["_label_cost"]), float(event["_label_probability"])
         # predict_then_learn_one: one pass, and the prediction is the pre-learning one.
-        pmf = dict(cast(list[tuple[int, float]], m.ws.predict_then_learn_one(examples)))
+        pmf = dict(m.vw.predict_then_learn(examples))
         m.loss_sum += cost * pmf.get(event["_labelIndex"], 0.0) / prob
         m.examples += 1
         self._remember(m, event_id)
@@ -341,7 +342,7 @@ class Learners:
         ws = workspace(self.vw_args, model_bytes)
         self.checkpoint()
         old = self.models.get(name)
-        m = _Model(ws, vw.DSJsonFormatParser(ws), examples=examples)
+        m = _Model(ws, DSJsonLearner(ws), examples=examples)
         if old is not None:
             m.seen, m.order, m.seq = old.seen, old.order, old.seq
             # Keep the running progressive loss average (the adopted model has no history).

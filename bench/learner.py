@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -147,6 +148,7 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
             "--event-delay-s",
             "5",
             log_path=Path(tmp) / "worker.log",
+            env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
         )
         started = time.perf_counter()
         peak = 0.0
