@@ -43,17 +43,29 @@ FLAGS = (
 
 class Traffic:
     """Impressions with 0-2 actions each, produced at ``rate`` per second in a thread;
-    actions follow their impression by up to 3 s of event time (and of production)."""
+    actions follow their impression by up to 3 s of event time (and of production).
+    ``impression_delay_s``: each impression reaches Kafka that long after its own timestamp
+    (a lagging impression logger), so its actions arrive first."""
 
-    def __init__(self, bootstrap: str, prefix: str, seed: int, rate: float) -> None:
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        self.prefix, self.rate = prefix, rate
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        seed: int,
+        rate: float,
+        *,
+        ids: str = "imp",
+        impression_delay_s: float = 0.0,
+    ) -> None:
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+        self.prefix, self.rate, self.ids = prefix, rate, ids
+        self.impression_delay_s = impression_delay_s
         self.rng = random.Random(seed)
         self.impressions: list[str] = []
         self.actions: dict[str, list[dict[str, Any]]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.pending: list[tuple[float, dict[str, Any]]] = []
+        self.pending: list[tuple[float, str, dict[str, Any]]] = []
 
     def _send(self, topic: str, event: dict[str, Any]) -> None:
         key = event["impression_id"].encode()
@@ -62,8 +74,15 @@ class Traffic:
     def _run(self) -> None:
         i = 0
         while not self.stop.is_set():
-            iid = f"imp-{i}"
-            self._send("impressions", impression(iid, chosen=self.rng.randrange(5)))
+            iid = f"{self.ids}-{i}"
+            now = time.monotonic()
+            self.pending.append(
+                (
+                    now + self.impression_delay_s,
+                    "impressions",
+                    impression(iid, chosen=self.rng.randrange(5)),
+                )
+            )
             self.impressions.append(iid)
             acts = []
             for j in range(self.rng.choice([0, 1, 1, 2])):
@@ -77,18 +96,19 @@ class Traffic:
                     value=60.0 if kind == "play" else None,
                 )
                 acts.append(act)
-                self.pending.append((time.monotonic() + delay, act))
+                self.pending.append((now + delay, "actions", act))
             self.actions[iid] = acts
-            now = time.monotonic()
-            due = [a for t, a in self.pending if t <= now]
-            self.pending = [(t, a) for t, a in self.pending if t > now]
-            for act in due:
-                self._send("actions", act)
+            self._send_due(time.monotonic())
             i += 1
             time.sleep(1 / self.rate)
-        for _, act in self.pending:  # the last ones, at once
-            self._send("actions", act)
+        self._send_due(float("inf"))  # the last ones, at once (actions before impressions)
         self.producer.flush()
+
+    def _send_due(self, now: float) -> None:
+        due = sorted((e for e in self.pending if e[0] <= now), key=lambda e: e[0])
+        self.pending = [e for e in self.pending if e[0] > now]
+        for _, topic, event in due:
+            self._send(topic, event)
 
     def __enter__(self) -> Traffic:
         self.thread.start()
@@ -100,7 +120,15 @@ class Traffic:
         self.producer.close()
 
 
-def _check(bootstrap: str, prefix: str, traffic: Traffic) -> dict[str, int]:
+class Combined:
+    """Several Traffic runs checked as one (their ids must differ)."""
+
+    def __init__(self, *runs: Traffic) -> None:
+        self.impressions = [iid for run in runs for iid in run.impressions]
+        self.actions = {k: v for run in runs for k, v in run.actions.items()}
+
+
+def _check(bootstrap: str, prefix: str, traffic: Traffic | Combined) -> dict[str, int]:
     """Exactly one on-time reward per impression, carrying what its actions imply; duplicates
     (an outbox resent after a crash or a move) only as identical copies."""
     n = len(traffic.impressions)
