@@ -126,6 +126,9 @@ class _Partition:
     seq: int
     out_from: bytes
     pending: int
+    #: No ``due/`` key below this one exists: ``expire`` scans from here, not over the
+    #: tombstones of deadlines already handled; a deadline written below it moves it down.
+    due_from: bytes = b""
 
 
 class Joiner:
@@ -151,7 +154,9 @@ class Joiner:
             out_from = first[0] if first else _k(partition, "out", f"{seq:020d}")
             # Counted once here, then kept by _write: a scrape must not scan the state.
             pending = sum(1 for _ in self.store.scan(_k(partition, "due/")))
-            part = self._parts[partition] = _Partition(seq, out_from, pending)
+            part = self._parts[partition] = _Partition(
+                seq, out_from, pending, _k(partition, "due/")
+            )
         return part
 
     # -- inputs ---------------------------------------------------------------------------
@@ -258,11 +263,16 @@ class Joiner:
         handled = 0
         for p, watermark in sorted(watermarks.items()):
             batch: dict[bytes, bytes | None] = {}
-            for key, _ in self.store.scan(_k(p, "due/")):
+            part = self._part(p)
+            resume = None  # the first deadline not handled, if any
+            last = None
+            for key, _ in self.store.scan(_k(p, "due/"), start=part.due_from):
                 _, _, _, ms, kind, iid = key.decode().split("/", 5)
                 if int(ms) > watermark or handled >= limit:
+                    resume = key
                     break
                 handled += 1
+                last = key
                 batch[key] = None
                 if kind == "i":
                     effects.append(self._close(p, iid, now_ms, batch))
@@ -271,8 +281,12 @@ class Joiner:
                 else:
                     batch[_k(p, "imp", iid)] = None
                     effects.append(Effect("forgotten"))
+            if resume is not None:
+                part.due_from = resume
+            elif last is not None:
+                part.due_from = last + b"\x00"
             if batch:
-                self._write(p, batch)
+                self._write(p, batch)  # may move due_from down again (a new deadline)
         return effects
 
     def _close(self, p: int, iid: str, now_ms: int, batch: dict[bytes, bytes | None]) -> Effect:
@@ -444,6 +458,8 @@ class Joiner:
         for key, value in batch.items():
             if key.startswith(due):
                 part.pending += 1 if value is not None else -1
+                if value is not None and key < part.due_from:
+                    part.due_from = key
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import shlex
 import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -232,10 +233,24 @@ def register_learning_loop(
     snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
     q2e_changelog = app.topic(topics.q2e.name, partitions=topics.q2e.partitions)
 
+    async def produce(
+        topic: str,
+        rows: Iterable[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> list[Awaitable[Any]]:
+        """Hand ``rows`` (key, value) to the producer, which batches them; returns the futures
+        of their acks. Straight to the producer, not through Faust's per-message channel
+        machinery (FutureMessage, callbacks, sensors): the same producer Faust flushes before
+        it commits the input offsets that caused these rows."""
+        producer = await app.maybe_start_producer()  # started already, except at boot
+        return [
+            await producer.send(topic, key, value, partition, None, headers) for key, value in rows
+        ]
+
     async def replicate_q2e() -> None:
         """Send the Q2E rows just written to the changelog retrieval workers replicate."""
-        for key, value in parts.memory_store.take_written():
-            await q2e_changelog.send(key=key, value=value)
+        await produce(q2e_changelog.get_topic_name(), parts.memory_store.take_written())
 
     m.JOIN_STATE.set_function(parts.joiner.open_windows)
 
@@ -329,8 +344,7 @@ def register_learning_loop(
         """Hand the join's writes to the changelog (the producer batches them; Faust flushes
         the producer before it commits the input offsets that caused them)."""
         for partition, rows in parts.joiner.take_changes().items():
-            for key, value in rows:
-                await join_changelog.send(key=key, value=value, partition=partition)
+            await produce(join_changelog.get_topic_name(), rows, partition)
 
     health.check(
         "join_restore",
@@ -382,8 +396,8 @@ def register_learning_loop(
                     headers = (
                         [(REASON_HEADER, entry.reason.encode())] if entry.topic == "dlq" else []
                     )
-                    futures.append(
-                        await topic.send(key=entry.key, value=entry.value, headers=headers)
+                    futures += await produce(
+                        topic.get_topic_name(), [(entry.key, entry.value)], headers=headers
                     )
                 await asyncio.gather(*futures)
                 parts.joiner.sent(partition, chunk)

@@ -11,7 +11,8 @@ Measured in one run, on the same examples:
   2. (``--backlog N``, default 50000; 0 skips) end to end on a real broker: N impressions and
      their actions are produced first, then one ``ltrr worker`` starts on them; impressions/s
      until every reward is learned, orphaned actions, impressions closed with the default
-     reward, and the worker's peak RSS (VmHWM).
+     reward, the worker's peak RSS (VmHWM) and CPU seconds (impressions per CPU second is the
+     steadier number when other processes share the machine).
 
 Usage: python bench/learner.py [--examples 25000] [--rounds 3] [--backlog 50000]
                                [--broker tansu|kafka]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import sys
@@ -151,7 +153,7 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
             env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
         )
         started = time.perf_counter()
-        peak = 0.0
+        peak = cpu = 0.0
         with worker:
             learned = 0.0
             metrics: dict[str, Any] = {}
@@ -159,7 +161,9 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
                 time.sleep(2)
                 metrics = scrape(worker.url)
                 learned = total(metrics, "ltrr_learner_examples_total", verdict="learned")
-                peak = max(peak, _vm_hwm_mb(worker.proc.pid if worker.proc else 0))
+                pid = worker.proc.pid if worker.proc else 0
+                peak = max(peak, _vm_hwm_mb(pid))
+                cpu = _cpu_s(pid) or cpu
                 print(f"learned {learned:.0f}/{n}", file=sys.stderr, flush=True)
             elapsed = time.perf_counter() - started
             orphans = total(metrics, "ltrr_orphan_actions_total")
@@ -176,7 +180,19 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
             "orphaned_actions": int(orphans),
             "closed_with_default_reward": int(defaults),
             "worker_peak_rss_mb": round(peak, 1),
+            # CPU time of the worker process: steadier than wall time on a shared machine.
+            "worker_cpu_s": round(cpu, 1),
+            "impressions_per_cpu_s": rate(int(learned), cpu) if cpu else None,
         }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm_mb(pid: int) -> float:

@@ -326,3 +326,31 @@ def test_state_follows_its_partition_through_the_changelog(tmp_path: Path) -> No
     assert b.open_windows() == due_keys(b_store)
     a_store.close()
     b_store.close()
+
+
+def test_expire_scans_past_handled_deadlines_and_sees_new_ones_below(store: Store) -> None:
+    starts: list[bytes | None] = []
+
+    class Recording:
+        """The store, remembering where each deadline scan starts."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def scan(self, prefix: bytes, start: bytes | None = None) -> Any:
+            if b"/due/" in prefix:
+                starts.append(start)
+            return store.scan(prefix, start)
+
+    j = joiner(Recording())  # type: ignore[arg-type]
+    for i in range(5):
+        j.on_impression(imp(f"i{i}", t=i), isrc(offset=i))
+    assert expire(j, WINDOW + 2) == ["closed_default"] * 3
+    # The next scan starts at the first deadline not handled, not over the deleted ones.
+    expire(j, WINDOW + 2)
+    assert starts[-1] is not None and b"/i/i3" in starts[-1]
+    # An impression whose window ends before that point (it came late) still closes.
+    j.on_impression(imp("old", t=-WINDOW // 2), isrc(offset=9))
+    assert expire(j, WINDOW + 2) == ["closed_default"]
+    assert expire(j, WINDOW + 10) == ["closed_default"] * 2
+    assert set(rewards(drain(j))) >= {"old", "i0", "i4"}
