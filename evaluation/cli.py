@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -179,6 +180,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     max_bytes = settings.max_message_bytes
     security = kafka_python_kwargs(settings)  # SASL/TLS of the topic reads; empty = PLAINTEXT
     vw_args = tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
+    if args.rewards and not os.access(args.rewards, os.R_OK):  # local files before the broker
+        raise EvaluationError(f"cannot read rewards file {args.rewards}")
     # Build the candidate first: a bad model or bad arguments fail before any reading.
     candidate: Candidate
     if args.model:

@@ -178,6 +178,13 @@ SETTING_FLAGS = {
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="PATH", help="TOML settings file (or LTRR_CONFIG)")
     add_setting_flags(p, COMMON_SETTINGS)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log what the Kafka client libraries and Faust say (default: only their "
+        "warnings and errors, each repeating one once per 30 s)",
+    )
 
 
 def _add_security(p: argparse.ArgumentParser) -> None:
@@ -336,13 +343,23 @@ def load_settings(args: argparse.Namespace, *, snapshot_key: bool = False) -> Se
     return settings
 
 
+def start(args: argparse.Namespace, *, snapshot_key: bool = False) -> Settings:
+    """A command's settings (``load_settings``), then its logging: one console at
+    ``log_level``, the client libraries' lines only with ``--verbose``."""
+    from ltrr.streams.logs import setup_logging
+
+    settings = load_settings(args, snapshot_key=snapshot_key)
+    setup_logging(settings.log_level, verbose=args.verbose)
+    return settings
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from ltrr.streams.admin import create_topics
     from ltrr.streams.brokers.kafka import ApacheKafka
     from ltrr.streams.brokers.tansu import TansuBroker
     from ltrr.streams.topics import Topics
 
-    settings = load_settings(args)
+    settings = start(args)
     stop = threading.Event()
     # Explicit handlers: a shell's background job inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -389,7 +406,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from ltrr.streams.security import kafka_python_kwargs
     from ltrr.streams.topics import Topics
 
-    settings = load_settings(args)
+    settings = start(args)
     security = kafka_python_kwargs(settings)
     if args.action == "list":
         for name in list_topics(settings.broker, security=security):
@@ -411,27 +428,20 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from ltrr.worker import run_worker
 
-    settings = load_settings(args, snapshot_key=True)
+    settings = start(args, snapshot_key=True)
     # Faust parses sys.argv itself; hand it only the worker sub-command.
     sys.argv = [sys.argv[0], "worker"]
-    run_worker(settings)
+    run_worker(settings, verbose=args.verbose)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from ltrr.retrieval.server import serve
-    from ltrr.streams.logs import quiet_client_logs
 
-    settings = load_settings(args, snapshot_key=True)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
-    )
-    quiet_client_logs()
-    asyncio.run(serve(settings))
+    settings = start(args, snapshot_key=True)
+    asyncio.run(serve(settings, verbose=args.verbose))
     return 0
 
 
@@ -439,7 +449,7 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
     from ltrr.agents.loop import learner_guard, vw_args
     from ltrr.offline import learn_offline
 
-    settings = load_settings(args)  # the worker's settings: same VW args, same guard
+    settings = start(args)  # the worker's settings: same VW args, same guard
     if not args.file.is_file():
         print(f"ltrr learn-offline: no such file: {args.file}", file=sys.stderr)
         return 2
@@ -456,13 +466,13 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ltrr.evaluation.cli import run
 
-    return run(args, load_settings(args, snapshot_key=bool(getattr(args, "snapshot_topic", False))))
+    return run(args, start(args, snapshot_key=bool(getattr(args, "snapshot_topic", False))))
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     from ltrr.models import run
 
-    return run(args, load_settings(args, snapshot_key=True))
+    return run(args, start(args, snapshot_key=True))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -480,7 +490,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_settings(args: argparse.Namespace) -> int:
     from ltrr.configuration import print_settings
 
-    return print_settings(load_settings(args), args, SETTING_FLAGS)
+    return print_settings(start(args), args, SETTING_FLAGS)
 
 
 COMMANDS = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import faust
 from faust.worker import Worker
@@ -10,8 +12,9 @@ from faust.worker import Worker
 from ltrr.agents.loop import register_learning_loop
 from ltrr.streams.admin import check_copartitioned, create_topics
 from ltrr.streams.app import create_app
+from ltrr.streams.exceptions import SettingsError
 from ltrr.streams.health import Health
-from ltrr.streams.logs import quiet_client_logs
+from ltrr.streams.logs import logging_config
 from ltrr.streams.security import describe, kafka_python_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
@@ -28,10 +31,29 @@ def build_worker_app(settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings) -> None:
-    """Create the declared topics (idempotent), then run the worker until SIGINT/SIGTERM."""
+def check_data_dir(settings: Settings) -> None:
+    """Create ``data_dir`` if needed, or refuse one that cannot be written."""
+    path = Path(settings.data_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"data_dir {settings.data_dir!r} cannot be created ({exc.strerror}); set "
+            "--data-dir / LTRR_DATA_DIR to a writable directory"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"data_dir {settings.data_dir!r} is not writable; set --data-dir / LTRR_DATA_DIR "
+            "to a writable directory"
+        )
+
+
+def run_worker(settings: Settings, *, verbose: bool = False) -> None:
+    """Create the declared topics (idempotent), then run the worker until SIGINT/SIGTERM.
+    ``verbose``: the client libraries' and Faust's info lines reach the console too."""
     topics = Topics.from_settings(settings)
     log = logging.getLogger(__name__)
+    check_data_dir(settings)  # local files first: before any wait for the broker
     log.info("broker %s over %s", settings.broker, describe(settings))
     outcome = create_topics(
         settings.broker,
@@ -42,6 +64,12 @@ def run_worker(settings: Settings) -> None:
     log.info("topics: %s", outcome)
     check_copartitioned(outcome, [topics.impressions.name, topics.actions.name])
     app = build_worker_app(settings)
-    quiet_client_logs()  # a broker outage: a few lines a minute, not thousands
-    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    # Faust sets up logging again: the same console (a broker outage costs a few lines a
+    # minute, not thousands).
+    worker = Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=logging_config(settings.log_level, verbose=verbose),
+    )
     worker.execute_from_commandline()

@@ -235,16 +235,19 @@ def worker_count(settings: Settings) -> int:
     return settings.serve_workers or cpu_count()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, verbose: bool = False) -> None:
     """Run ``ltrr serve``: in this process with one worker, else ``worker_count`` processes
     sharing the port (SO_REUSEPORT). The first worker starts alone, so it is the one that
-    refreshes the shared vector cache; the others then load it without writing it."""
+    refreshes the shared vector cache; the others then load it without writing it.
+    ``verbose``: worker processes log what the client libraries say too."""
     from ltrr.streams.admin import create_topics
 
     problem = settings.serve_exposure_problem()
     if problem is not None:
         raise SettingsError(f"ltrr serve refuses to start: {problem}")
-    tls_context(settings)  # a bad certificate or key fails here, before Kafka
+    # Local files fail here, before any wait for the broker.
+    tls_context(settings)
+    check_catalog_path(settings)
     log.info("broker %s over %s", settings.broker, describe(settings))
     create_topics(
         settings.broker,
@@ -256,10 +259,20 @@ async def serve(settings: Settings) -> None:
     if workers == 1:
         await serve_worker(settings)
         return
-    await _supervise(settings, workers)
+    await _supervise(settings, workers, verbose)
 
 
-async def _supervise(settings: Settings, workers: int) -> None:
+def check_catalog_path(settings: Settings) -> None:
+    """Refuse a ``catalog_path`` that is not a readable file."""
+    path = Path(settings.catalog_path).expanduser()
+    if settings.catalog_path and not (path.is_file() and os.access(path, os.R_OK)):
+        raise SettingsError(
+            f"catalog_path {settings.catalog_path!r} does not exist or is not readable; set "
+            f"--catalog-path / LTRR_CATALOG_PATH to a JSONL file of catalog entities"
+        )
+
+
+async def _supervise(settings: Settings, workers: int, verbose: bool) -> None:
     context = multiprocessing.get_context("spawn")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -271,7 +284,7 @@ async def _supervise(settings: Settings, workers: int) -> None:
             started = context.Event()
             child = context.Process(
                 target=_worker_main,
-                args=(settings, index, workers, started),
+                args=(settings, index, workers, started, verbose),
                 name=f"ltrr-serve-{index}",
             )
             child.start()
@@ -298,14 +311,10 @@ async def _supervise(settings: Settings, workers: int) -> None:
         raise LtrrError("a serve worker process exited unexpectedly; see its log above")
 
 
-def _worker_main(settings: Settings, index: int, workers: int, started: Any) -> None:
-    from ltrr.streams.logs import quiet_client_logs
+def _worker_main(settings: Settings, index: int, workers: int, started: Any, verbose: bool) -> None:
+    from ltrr.streams.logs import setup_logging
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"[%(asctime)s] [%(levelname)s] [worker {index}] %(name)s: %(message)s",
-    )
-    quiet_client_logs()
+    setup_logging(settings.log_level, verbose=verbose, prefix=f"[worker {index}] ")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops workers with SIGTERM
     asyncio.run(serve_worker(settings, index=index, workers=workers, started=started))
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -16,26 +16,40 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ltrr.streams.exceptions import BrokerError
+from ltrr.streams.logs import hold_client_logs
 from ltrr.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+#: How long commands wait for the brokers to answer at start, seconds.
+BOOTSTRAP_TIMEOUT_S = 30.0
 
 
 def admin_client(
-    bootstrap: str, *, timeout_s: float = 15.0, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    *,
+    timeout_s: float = 15.0,
+    bootstrap_timeout_s: float = BOOTSTRAP_TIMEOUT_S,
+    security: Mapping[str, Any] | None = None,
 ) -> KafkaAdminClient:
     """An admin client, or a ``BrokerError`` that says which address did not answer and why.
 
     ``security`` is ``streams.security.kafka_python_kwargs(settings)`` (empty for PLAINTEXT).
+    While the brokers do not answer, the client library's retries stay off the console; one
+    line says at once what the command waits for and how long.
     """
     security = security or {}
     refused = _refused_login(bootstrap, security, timeout_s)
     if refused:
         raise BrokerError(refused)
-    with _client_errors() as errors:
+    waiting = f"waiting for the broker at {bootstrap} (up to {bootstrap_timeout_s:g} s)"
+    with _client_errors(lambda: log.info(waiting)) as errors:
         try:
             return KafkaAdminClient(
                 bootstrap_servers=bootstrap.split(","),
                 client_id="ltrr-admin",
                 request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(bootstrap_timeout_s * 1000),
                 **security,
             )
         except KafkaError as exc:
@@ -110,7 +124,11 @@ def _no_answer(bootstrap: str, security: Mapping[str, Any], errors: list[str]) -
             f"{message}: TLS failed ({tls}); check LTRR_SSL_CAFILE (the CA that signed the "
             f"broker's certificate), LTRR_SSL_CHECK_HOSTNAME, and that the listener speaks TLS"
         )
-    cause = next((e for e in reversed(errors) if "failed:" in e), None)
+    # The connection's own failure (refused, unresolvable) says more than the final timeout.
+    failures = [e for e in errors if "failed:" in e]
+    cause = next((e for e in failures if "Bootstrap failed" not in e), None) or next(
+        iter(failures[::-1]), None
+    )
     return (
         f"{message}{f' ({cause})' if cause else ''}; start one (`ltrr broker`) or set "
         f"LTRR_BROKER / --broker to a reachable bootstrap address, and LTRR_SECURITY_PROTOCOL "
@@ -123,13 +141,16 @@ _TLS_FAILED = re.compile(r"SSLError|SSLCertVerification|CERTIFICATE|[Hh]andshake
 
 
 @contextmanager
-def _client_errors() -> Iterator[list[str]]:
-    """Collect kafka-python's connection warnings and errors: it only logs why a bootstrap
-    failed (a refused login, a TLS handshake error) before timing out."""
+def _client_errors(on_first: Callable[[], None]) -> Iterator[list[str]]:
+    """Collect kafka-python's connection warnings and errors (it only logs why a bootstrap
+    failed, a refused login or a TLS handshake error, before timing out), holding them off
+    the console; ``on_first`` runs at the first one."""
     seen: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            if not seen:
+                on_first()
             text = record.getMessage()
             if text not in seen:
                 seen.append(text)
@@ -138,7 +159,8 @@ def _client_errors() -> Iterator[list[str]]:
     logger = logging.getLogger("kafka")
     logger.addHandler(handler)
     try:
-        yield seen
+        with hold_client_logs():
+            yield seen
     finally:
         logger.removeHandler(handler)
 

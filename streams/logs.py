@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import logging.config
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 
 class ThrottledLog:
@@ -65,21 +71,84 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-#: Loggers of the Kafka client libraries, whose retries log at every attempt.
-CLIENT_LOGGERS = ("aiokafka", "kafka")
+#: Loggers of the Kafka client libraries and the stream framework: their retries log at every
+#: attempt, so the console shows them only with ``--verbose``.
+CLIENT_LOGGERS = ("aiokafka", "kafka", "faust", "mode")
+
+#: The console's line format (``prefix`` goes after the level, e.g. ``[worker 1] ``).
+FORMAT = "[%(asctime)s] [%(levelname)s] {prefix}%(name)s: %(message)s"
+
+_held = 0
+_held_lock = threading.Lock()
 
 
-def quiet_client_logs(interval_s: float = 30.0) -> RepeatFilter:
-    """Install one ``RepeatFilter`` on every logger of the Kafka client libraries created so
-    far (they create theirs at import, so call this after importing them)."""
-    repeat = RepeatFilter(interval_s)
-    names = [
-        name
-        for name in list(logging.root.manager.loggerDict)
-        if name.split(".")[0] in CLIENT_LOGGERS
-    ]
-    for name in names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RepeatFilter) for f in logger.filters):
-            logger.addFilter(repeat)
-    return repeat
+def is_client_record(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] in CLIENT_LOGGERS
+
+
+class ConsoleFilter(logging.Filter):
+    """What of the client libraries reaches the console: with ``verbose`` everything; else
+    their warnings and errors only, each repeating one once per ``interval_s``
+    (``RepeatFilter``), and none while ``hold_client_logs`` is active. ltrr's own records
+    always pass (at the configured level)."""
+
+    def __init__(self, verbose: bool = False, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.verbose = verbose
+        self.repeat = RepeatFilter(interval_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose or not is_client_record(record):
+            return True
+        if record.levelno < logging.WARNING or _held:
+            return False
+        return self.repeat.filter(record)
+
+
+@contextmanager
+def hold_client_logs() -> Iterator[None]:
+    """Keep the client libraries' records off the console (without ``--verbose``) while a
+    caller collects them itself, e.g. the admin client's bootstrap: its caller says in one
+    line what failed instead of the library's line per retry."""
+    global _held
+    with _held_lock:
+        _held += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held -= 1
+
+
+class StderrHandler(logging.StreamHandler):
+    """A handler on the process's own stderr (``sys.__stderr__``): Faust's worker replaces
+    ``sys.stderr`` by a proxy that logs what is written to it, and a test's captured
+    ``sys.stderr`` is closed when the test ends."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.__stderr__)
+
+
+def logging_config(level: str, *, verbose: bool = False, prefix: str = "") -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of every ltrr process: one stderr handler at
+    ``level`` behind a ``ConsoleFilter`` (also handed to Faust's worker, which would otherwise
+    install its own)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"console": {"()": ConsoleFilter, "verbose": verbose}},
+        "formatters": {"plain": {"format": FORMAT.format(prefix=prefix)}},
+        "handlers": {
+            "console": {
+                "()": StderrHandler,
+                "filters": ["console"],
+                "formatter": "plain",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["console"]},
+    }
+
+
+def setup_logging(level: str, *, verbose: bool = False, prefix: str = "") -> None:
+    """Configure the process's logging (see ``logging_config``)."""
+    logging.config.dictConfig(logging_config(level, verbose=verbose, prefix=prefix))
