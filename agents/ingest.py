@@ -75,10 +75,13 @@ def register_ingest(
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
 
     async def consume(stream: Any, contract: Contract, logical: str, handle: Handler) -> None:
+        sizes = EVENT_BYTES.labels(logical)
+        accepted = EVENTS_CONSUMED.labels(logical, "accepted")
+        rejected = EVENTS_CONSUMED.labels(logical, "rejected")
         async for event in stream.events():
             message = event.message
             raw = message.value
-            EVENT_BYTES.labels(logical).observe(len(raw or b""))
+            sizes.observe(len(raw or b""))
             result = decode(
                 contract,
                 raw,
@@ -99,12 +102,12 @@ def register_ingest(
             if not isinstance(result, Rejection) and contract is Contract.SEARCH_IMPRESSION:
                 result = check_probability(result, settings.min_probability) or result
             if isinstance(result, Rejection):
-                EVENTS_CONSUMED.labels(logical, "rejected").inc()
+                rejected.inc()
                 await send_dead_letter(
                     dlq, logical, message, result, max_message_bytes=settings.max_message_bytes
                 )
                 continue
-            EVENTS_CONSUMED.labels(logical, "accepted").inc()
+            accepted.inc()
             await handle(result, message)
 
     impressions = app.topic(topics.impressions.name, partitions=topics.impressions.partitions)

@@ -94,6 +94,8 @@ class Outgoing:
     value: bytes
     kind: str  # reward | late_reward | orphan_action | join_failed
     reason: str = ""  # the dead-letter reason of a "dlq" entry
+    plan: str | None = None  # a reward's chosen plan and value, for metrics (no re-parse)
+    reward: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +310,15 @@ class Joiner:
         forget_at = record["deadline"] + self.join.late_horizon_ms
         batch[_k(p, "imp", iid)] = orjson.dumps(record)
         batch[_due(p, forget_at, "g", iid)] = b""
-        self._outbox(p, batch, "rewards", impression.model_name.encode(), value, "reward")
+        self._outbox(
+            p,
+            batch,
+            "rewards",
+            impression.model_name.encode(),
+            value,
+            "reward",
+            (impression.chosen_plan.id, float(outcome.reward)),
+        )
         return Effect("closed_default" if outcome.default else "closed")
 
     def _fail_window(
@@ -377,9 +387,17 @@ class Joiner:
         key: bytes,
         value: bytes,
         kind: str,
+        reward: tuple[str, float] | None = None,
     ) -> None:
         part = self._part(p)
-        entry = {"topic": topic, "key": _b64(key), "value": _b64(value), "kind": kind}
+        entry: dict[str, Any] = {
+            "topic": topic,
+            "key": _b64(key),
+            "value": _b64(value),
+            "kind": kind,
+        }
+        if reward is not None:
+            entry["plan"], entry["reward"] = reward
         batch[_k(p, "out", f"{part.seq:020d}")] = orjson.dumps(entry)
         part.seq += 1
         batch[_k(p, "meta", "seq")] = str(part.seq).encode()
@@ -399,6 +417,8 @@ class Joiner:
                 _unb64(entry["value"]),
                 kind,
                 "invalid_value" if kind == "join_failed" else kind,
+                entry.get("plan"),
+                entry.get("reward"),
             )
 
     def sent(self, partition: int, entries: Outgoing | list[Outgoing]) -> None:

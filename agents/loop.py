@@ -358,7 +358,7 @@ def register_learning_loop(
 
     async def on_impression(event: dict[str, Any], message: Any) -> None:
         await ready(message.partition)
-        m.JOIN_EVENTS.labels(parts.joiner.on_impression(event, source(message)).verdict).inc()
+        m.child(m.JOIN_EVENTS, parts.joiner.on_impression(event, source(message)).verdict).inc()
         marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
         await send_changes()
 
@@ -367,7 +367,7 @@ def register_learning_loop(
         effect = parts.joiner.on_action(event, source(message))
         marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
         await send_changes()
-        m.JOIN_EVENTS.labels(effect.verdict).inc()
+        m.child(m.JOIN_EVENTS, effect.verdict).inc()
         if effect.verdict == "late":
             m.LATE_ACTIONS.inc()
 
@@ -408,9 +408,13 @@ def register_learning_loop(
 
     def count_sent(entry: Any) -> None:
         if entry.kind == "reward":
-            reward = orjson.loads(entry.value)["ltrr"]
-            m.REWARDS.labels(reward["plan_id"]).inc()
-            m.REWARD_SUM.labels(reward["plan_id"]).inc(reward["reward"])
+            if entry.plan is None or entry.reward is None:  # an entry of an older worker
+                reward = orjson.loads(entry.value)["ltrr"]
+                plan, value = reward["plan_id"], reward["reward"]
+            else:
+                plan, value = entry.plan, entry.reward
+            m.child(m.REWARDS, plan).inc()
+            m.child(m.REWARD_SUM, plan).inc(value)
         elif entry.kind == "orphan_action":
             m.ORPHAN_ACTIONS.inc()
             m.DLQ_EVENTS.labels(topics.actions.name, "orphan_action").inc()
@@ -442,7 +446,7 @@ def register_learning_loop(
                 effects = parts.joiner.expire(watermarks, now_ms())
                 await send_changes()
                 for effect in effects:
-                    m.JOIN_EVENTS.labels(effect.verdict).inc()
+                    m.child(m.JOIN_EVENTS, effect.verdict).inc()
                 await flush_outbox()
                 if len(effects) < EXPIRE_BATCH:
                     break
@@ -570,7 +574,7 @@ def register_learning_loop(
             message = event.message
             check_log_reset(message)
             verdict = parts.learners.learn(message.value, message.partition, message.offset)
-            m.LEARNER_EXAMPLES.labels(verdict.model or "-", verdict.kind).inc()
+            m.child(m.LEARNER_EXAMPLES, verdict.model or "-", verdict.kind).inc()
             if verdict.kind == "invalid":
                 await send_dead_letter(
                     dlq,
@@ -639,7 +643,7 @@ def register_learning_loop(
             if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
                 parts.memory_store.write({})
             await replicate_q2e()
-            m.Q2E_RECORDS.labels("late" if part["late"] else "on_time").inc()
+            m.child(m.Q2E_RECORDS, "late" if part["late"] else "on_time").inc()
 
     # -- catalog: cold-start Q2E predictions for new entities -------------------------------
 

@@ -100,7 +100,9 @@ def learner_throughput(n: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
+def end_to_end(
+    n: int, broker_kind: str, learner_rate: float, worker_log: str | None = None
+) -> dict[str, Any]:
     from kafka import KafkaProducer
 
     from ltrr.processes import WorkerProcess
@@ -149,7 +151,7 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
             "0.5",
             "--event-delay-s",
             "5",
-            log_path=Path(tmp) / "worker.log",
+            log_path=Path(worker_log) if worker_log else Path(tmp) / "worker.log",
             env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
         )
         started = time.perf_counter()
@@ -157,6 +159,9 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
         with worker:
             learned = 0.0
             metrics: dict[str, Any] = {}
+            #: Seconds from the worker's start until all input was consumed, the first reward
+            #: was learned and every impression's reward was sent.
+            phases: dict[str, float] = {}
             while learned < n and time.perf_counter() - started < 3600:
                 time.sleep(2)
                 metrics = scrape(worker.url)
@@ -164,7 +169,21 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
                 pid = worker.proc.pid if worker.proc else 0
                 peak = max(peak, _vm_hwm_mb(pid))
                 cpu = _cpu_s(pid) or cpu
-                print(f"learned {learned:.0f}/{n}", file=sys.stderr, flush=True)
+                consumed = total(metrics, "ltrr_events_consumed_total")
+                rewarded = total(metrics, "ltrr_rewards_total")
+                at = round(time.perf_counter() - started, 1)
+                if consumed >= n + sent_actions and "ingested" not in phases:
+                    phases["ingested"] = at
+                if learned > 0 and "first_learned" not in phases:
+                    phases["first_learned"] = at
+                if rewarded >= n and "rewarded" not in phases:
+                    phases["rewarded"] = at
+                print(
+                    f"{at:7.1f} s: consumed {consumed:.0f}/{n + sent_actions}, rewards "
+                    f"{rewarded:.0f}, learned {learned:.0f}/{n}, worker cpu {cpu:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             elapsed = time.perf_counter() - started
             orphans = total(metrics, "ltrr_orphan_actions_total")
             defaults = total(metrics, "ltrr_join_events_total", outcome="closed_default")
@@ -183,6 +202,7 @@ def end_to_end(n: int, broker_kind: str, learner_rate: float) -> dict[str, Any]:
             # CPU time of the worker process: steadier than wall time on a shared machine.
             "worker_cpu_s": round(cpu, 1),
             "impressions_per_cpu_s": rate(int(learned), cpu) if cpu else None,
+            "phases_s": phases,
         }
 
 
@@ -211,11 +231,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=50_000, help="0 skips end to end")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    parser.add_argument("--worker-log", help="keep the worker's log in this file")
     args = parser.parse_args()
     result: dict[str, Any] = {"learner": learner_throughput(args.examples, args.rounds)}
     if args.backlog:
         best = result["learner"]["examples_per_s"]["ltrr"]["max"]
-        result["end_to_end"] = end_to_end(args.backlog, args.broker, best)
+        result["end_to_end"] = end_to_end(args.backlog, args.broker, best, args.worker_log)
     print(json.dumps(result, indent=2))
     return 0
 

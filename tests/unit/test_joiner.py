@@ -354,3 +354,14 @@ def test_expire_scans_past_handled_deadlines_and_sees_new_ones_below(store: Stor
     assert expire(j, WINDOW + 2) == ["closed_default"]
     assert expire(j, WINDOW + 10) == ["closed_default"] * 2
     assert set(rewards(drain(j))) >= {"old", "i0", "i4"}
+
+
+def test_reward_entries_carry_their_plan_and_value_for_metrics(store: Store) -> None:
+    j = joiner(store)
+    j.on_impression(imp("i1", chosen=2), isrc())
+    a = act("a1", "i1", 10, type="click")
+    j.on_action(a, src(a))
+    expire(j, WINDOW)
+    (entry,) = drain(j)
+    part = orjson.loads(entry.value)["ltrr"]
+    assert (entry.plan, entry.reward) == (part["plan_id"], part["reward"])
