@@ -33,7 +33,7 @@ rewards topic (--from-topic, read from the beginning to its current end). Late r
 (_skipLearn) and repeated EventIds are skipped; malformed lines are counted and listed.
 
 Candidate (one of):
-  --model FILE          a VW model file (e.g. from `ltrr learn-offline -o`), run with
+  --model-file FILE     a VW model file (e.g. from `ltrr learn-offline -o`), run with
                         --model-args, scoring each logged example as serving would
   --snapshot-topic      the newest verified snapshot of --model-name on the snapshots topic
   --train-args ARGS     VW arguments trained progressively over the logs: each row is
@@ -53,7 +53,7 @@ Estimators (w = π(logged plan | x) / logged probability, the importance weight)
   DM        the reward model alone. No interval: its error is the model's bias, which
             sampling noise does not measure. A diagnostic: DM close to DR = a good model.
 Intervals are two-sided at --confidence: IPS, DR and logging by the central limit theorem
-(mean ± z·sd/√n), SNIPS by the delta method. --clip W caps weights at W: less variance, but a
+(mean ± z·sd/√n), SNIPS by the delta method. --clip X caps weights at X: less variance, but a
 biased estimate (usually too low) whose interval no longer covers the true value.
 Diagnostics: ESS (effective sample size of the weights, (Σw)²/Σw²; small = a few rows decide
 everything), mean weight (≈ 1 when the logs cover the candidate), max weight, share of rows
@@ -88,7 +88,11 @@ def add_parser(
         help="read the rewards topic (<prefix>rewards on --broker) from the beginning to its end",
     )
     policy = p.add_mutually_exclusive_group(required=True)
-    policy.add_argument("--model", metavar="FILE", help="candidate: a VW model file")
+    policy.add_argument(
+        "--model-file", dest="model", metavar="FILE", help="candidate: a VW model file"
+    )
+    # The old name of --model-file, kept working; --model is a model key in other commands.
+    policy.add_argument("--model", dest="model", help=argparse.SUPPRESS)
     policy.add_argument(
         "--snapshot-topic",
         action="store_true",
@@ -104,7 +108,7 @@ def add_parser(
     p.add_argument(
         "--model-args",
         metavar="ARGS",
-        help="VW arguments the --model file runs with (default: the vw_args setting, "
+        help="VW arguments the --model-file runs with (default: the vw_args setting, "
         "'--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp')",
     )
     p.add_argument(
@@ -129,13 +133,13 @@ def add_parser(
         "--confidence",
         type=float,
         default=0.95,
-        metavar="C",
+        metavar="X",
         help="two-sided confidence level of the intervals, in (0, 1) (0.95)",
     )
     p.add_argument(
         "--clip",
         type=float,
-        metavar="W",
+        metavar="X",
         help="cap importance weights at W (> 0): lower variance, biased estimate (no clipping)",
     )
     p.add_argument("--no-dr", action="store_true", help="skip the reward model, DR and DM (faster)")
@@ -152,13 +156,15 @@ def add_parser(
         metavar="N",
         help="passes of the reward model over its training folds (2)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitting folds (0)")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the cross-fitting folds (0)"
+    )
     p.add_argument(
         "--timeout-s",
         type=float,
         default=60.0,
-        metavar="S",
-        help="give up reading a topic after S seconds (60)",
+        metavar="SECONDS",
+        help="give up reading a topic after SECONDS (60)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_common(p)

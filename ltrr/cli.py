@@ -30,6 +30,13 @@ which wins over the file. See the README's configuration reference.
 """
 
 
+DEMO_EPILOG = """\
+demo and simulate run a stack of their own (embedded broker, worker, serve): they take only
+the flags above, not LTRR_* variables or --config. See `ltrr worker --help` and `ltrr serve
+--help` for running the pieces yourself.
+"""
+
+
 #: Settings every broker-facing command takes as flags.
 COMMON_SETTINGS = ("broker", "topic_prefix", "partitions")
 
@@ -139,19 +146,58 @@ def _flag_help(doc: SettingDoc) -> str:
     return f"{text} ({doc.env}; default: {default}{bounds})".replace("%", "%%")
 
 
+#: Metavars of every command: the same kind of value has the same name everywhere.
+METAVARS = {
+    "N": "a whole number",
+    "X": "a number",
+    "SECONDS": "a duration in seconds",
+    "MS": "a duration in milliseconds",
+    "HOURS": "a duration in hours",
+    "true|false": "a switch",
+    "FILE": "a file",
+    "DIR": "a directory",
+    "HOST:PORT[,...]": "Kafka bootstrap servers",
+    "ADDR": "a bind address",
+    "PORT": "a TCP port",
+    "URL": "an http(s) URL",
+    "NAME": "a model key or other name",
+    "ID": "a key or plan id",
+    "ARGS": "Vowpal Wabbit arguments",
+    "LIST": "comma-separated values",
+    "SPEC": "a structured value (see the help)",
+    "TEXT": "any text",
+}
+
+
 def _metavar(name: str, kind: str) -> str:
     if kind == "bool":
         return "true|false"
     if kind == "int":
-        return "N"
+        return "MS" if name.endswith("_ms") else "PORT" if name.endswith("_port") else "N"
     if kind == "float":
-        return "SECONDS" if name.endswith("_s") else "HOURS" if name.endswith("_hours") else "X"
-    if name == "broker":
-        return "HOST:PORT[,...]"
-    if name.endswith(("_dir", "_path", "file")):
-        return "PATH"
+        units = {"_s": "SECONDS", "_ms": "MS", "_hours": "HOURS"}
+        return next((v for k, v in units.items() if name.endswith(k)), "X")
+    named = {
+        "broker": "HOST:PORT[,...]",
+        "vw_args": "ARGS",
+        "model_name": "NAME",
+        "app_id": "NAME",
+        "plans": "SPEC",
+        "reward_weights": "SPEC",
+        "default_plan": "ID",
+        "strategies": "LIST",
+        "models": "LIST",
+    }
+    if name in named:
+        return named[name]
+    if name.endswith("_dir"):
+        return "DIR"
+    if name.endswith(("_path", "file")):
+        return "FILE"
     if name.endswith("_host"):
         return "ADDR"
+    if name.endswith("_id"):
+        return "ID"
     return "TEXT"
 
 
@@ -176,7 +222,7 @@ SETTING_FLAGS = {
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", help="TOML settings file (or LTRR_CONFIG)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (or LTRR_CONFIG)")
     add_setting_flags(p, COMMON_SETTINGS)
     p.add_argument(
         "-v",
@@ -207,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order a newcomer needs them: the demo, then the pieces it runs.
-    add_simulation_parsers(sub, EPILOG)
+    add_simulation_parsers(sub, DEMO_EPILOG)
 
     broker = sub.add_parser(
         "broker",
@@ -218,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     broker.add_argument(
-        "--port", type=int, default=0, help="port to listen on (default: a free port)"
+        "--port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="port to listen on (default: a free port)",
     )
     broker.add_argument(
         "--kind",
@@ -297,15 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
         "write the model and compare it byte for byte with another model file (for example a "
         "snapshot). Exit status 3 when the comparison finds a difference.",
     )
-    offline.add_argument("file", type=Path, help="reward lines, one JSON object per line")
+    offline.add_argument(
+        "file", type=Path, metavar="FILE", help="reward lines, one JSON object per line"
+    )
     _add_common(offline)
     add_setting_flags(offline, ("vw_args",))
-    offline.add_argument("--model", default="default", help="model key to write (default)")
-    offline.add_argument("-o", "--output", type=Path, help="write the model here")
+    offline.add_argument(
+        "--model", default="default", metavar="NAME", help="model key to write (default)"
+    )
+    offline.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the model here")
     offline.add_argument(
         "--compare",
         type=Path,
-        metavar="MODEL",
+        metavar="FILE",
         help="model file to compare with (exit 3 unless identical)",
     )
 

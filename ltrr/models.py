@@ -307,31 +307,38 @@ def add_parser(
     def action(name: str, text: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=text, description=text)
         add_common(p)
-        p.add_argument("--snapshot-key-id", help="signing/verification key name (k1)")
+        p.add_argument("--snapshot-key-id", metavar="ID", help="signing/verification key name (k1)")
         add_security(p)
         return p
 
     listing = action("list", "the newest verified snapshot of every model")
     listing.add_argument("--json", action="store_true", help="print JSON")
     export = action("export", "write the newest verified model to a file (+ FILE.json header)")
-    export.add_argument("--model", default="default", help="model key (default)")
-    export.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    export.add_argument("--model", default="default", metavar="NAME", help="model key (default)")
+    export.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="model file to write"
+    )
     publish = action(
         "publish",
         "publish a VW model file as the model's next version (a rollback, or a model "
         "trained with ltrr learn-offline)",
     )
-    publish.add_argument("file", type=Path, help="VW model file (ltrr model export output)")
-    publish.add_argument("--model", default="default", help="model key (default)")
+    publish.add_argument(
+        "file", type=Path, metavar="FILE", help="VW model file (ltrr model export output)"
+    )
+    publish.add_argument("--model", default="default", metavar="NAME", help="model key (default)")
     publish.add_argument(
         "--examples",
         type=int,
+        metavar="N",
         help="examples the model learned (default: from FILE.json if present, else 0)",
     )
-    publish.add_argument("--vw-args", help="the workers' Vowpal Wabbit arguments (LTRR_VW_ARGS)")
     reset = action("reset", "publish an untrained model as the model's next version")
-    reset.add_argument("--model", default="default", help="model key (default)")
-    reset.add_argument("--vw-args", help="the workers' Vowpal Wabbit arguments (LTRR_VW_ARGS)")
+    reset.add_argument("--model", default="default", metavar="NAME", help="model key (default)")
+    for p in (publish, reset):
+        p.add_argument(
+            "--vw-args", metavar="ARGS", help="the workers' Vowpal Wabbit arguments (LTRR_VW_ARGS)"
+        )
     for p in (publish, reset):
         p.add_argument(
             "--new-epoch",

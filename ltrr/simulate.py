@@ -113,24 +113,34 @@ def add_parsers(sub: Any, epilog: str) -> None:
         help="use an IR test collection in BEIR layout (corpus.jsonl, queries.jsonl, "
         "qrels/SPLIT.tsv) as catalog and queries instead of the music world",
     )
-    world.add_argument("--beir-split", default="test", help="qrels split to use (test)")
+    world.add_argument(
+        "--beir-split", default="test", metavar="NAME", help="qrels split to use (test)"
+    )
     target = simulate.add_argument_group("target (default: start everything here)")
     target.add_argument(
-        "--url", help="drive this running ltrr serve (http://HOST:PORT) instead of starting one"
+        "--url",
+        metavar="URL",
+        help="drive this running ltrr serve (http://HOST:PORT) instead of starting one",
     )
     target.add_argument(
-        "--broker", help="with --url: bootstrap servers, to publish new releases to the catalog"
+        "--broker",
+        metavar="HOST:PORT[,...]",
+        help="with --url: bootstrap servers, to publish new releases to the catalog",
     )
-    target.add_argument("--topic-prefix", default="ltrr.", help="with --url: topic prefix (ltrr.)")
+    target.add_argument(
+        "--topic-prefix", default="ltrr.", metavar="TEXT", help="with --url: topic prefix (ltrr.)"
+    )
     target.add_argument(
         "--strategies",
         default=STRATEGIES,
+        metavar="LIST",
         help=f"with --url: the strategies that serve runs, for the union baseline ({STRATEGIES})",
     )
     target.add_argument(
         "--plan-total-budget",
         type=int,
         default=100,
+        metavar="N",
         help="with --url: the candidate budget its plans share, for the union baseline (100)",
     )
 
@@ -138,16 +148,25 @@ def add_parsers(sub: Any, epilog: str) -> None:
 def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--queries", type=int, default=queries, help=f"queries to simulate ({queries})"
+        "--queries", type=int, default=queries, metavar="N", help=f"queries to simulate ({queries})"
     )
     run.add_argument(
-        "--rate", type=float, default=0.0, help="queries per second (0: as fast as served; 0)"
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="queries per second (0: as fast as served; 0)",
     )
-    run.add_argument("--seed", type=int, default=7, help="world, users and clicks seed (7)")
-    run.add_argument("--k", type=int, default=10, help="results shown per query (10)")
-    run.add_argument("--entities", type=int, default=2000, help="music world: catalog size (2000)")
+    run.add_argument(
+        "--seed", type=int, default=7, metavar="N", help="world, users and clicks seed (7)"
+    )
+    run.add_argument("--k", type=int, default=10, metavar="N", help="results shown per query (10)")
+    run.add_argument(
+        "--entities", type=int, default=2000, metavar="N", help="music world: catalog size (2000)"
+    )
     run.add_argument(
         "--mix",
+        metavar="SPEC",
         help="music world: query kinds and weights, e.g. exact=0.25,describe=0.2,misspell=0.2,"
         "head=0.15,fresh=0.2 (that is the default)",
     )
@@ -155,12 +174,14 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         "--release-every",
         type=int,
         default=25,
+        metavar="N",
         help="music world: release a new entity every N queries (25; 0: never)",
     )
     run.add_argument(
         "--broken-share",
         type=float,
         default=0.02,
+        metavar="X",
         help="without --url: broken events to send straight into the topics, as a share of "
         "--queries, to show them dead-lettered with their reason (0.02)",
     )
@@ -175,7 +196,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
     loop.add_argument(
         "--vw-args",
         default=" ".join(SIM_VW_ARGS),
-        metavar="TEXT",
+        metavar="ARGS",
         help=f"Vowpal Wabbit arguments of the learner ({' '.join(SIM_VW_ARGS)})",
     )
     loop.add_argument(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ltrr.cli import SETTING_FLAGS, build_parser, load_settings, main
+from ltrr.cli import METAVARS, SETTING_FLAGS, build_parser, load_settings, main
 from ltrr.configuration import markdown
 from ltrr.streams.exceptions import SettingsError
 from ltrr.streams.settings import Settings, setting_docs
@@ -145,3 +147,26 @@ def test_settings_command_hides_secrets(capsys: pytest.CaptureFixture[str]) -> N
         del os.environ["LTRR_SERVE_TOKENS_OPS"]
     out = capsys.readouterr().out
     assert "a-very-secret-token-123" not in out and '"serve_tokens_ops": "(set)"' in out
+
+
+def _value_options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, Any]]:
+    """(command, option, metavar) of every option that takes a value, in every command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for command, option, metavar in _value_options(sub):
+                    yield f"{name} {command}".strip(), option, metavar
+        elif action.option_strings and action.nargs != 0 and action.help != argparse.SUPPRESS:
+            shown = "{choices}" if action.choices is not None else action.metavar
+            yield "", action.option_strings[-1], shown
+
+
+def test_every_command_names_the_same_kind_of_value_the_same_way() -> None:
+    """One metavar vocabulary (METAVARS) across all commands, and one metavar per flag name."""
+    by_flag: dict[str, set[str]] = {}
+    for command, option, metavar in _value_options(build_parser()):
+        if metavar == "{choices}":
+            continue  # argparse shows the choices themselves
+        assert metavar in METAVARS, f"ltrr {command} {option} {metavar}"
+        by_flag.setdefault(option, set()).add(metavar)
+    assert {flag: m for flag, m in by_flag.items() if len(m) > 1} == {}
