@@ -233,6 +233,9 @@ class Learners:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _Invalid("not_json", f"not JSON: {exc}") from None
+        if self._passes(event):
+            return cast(dict[str, Any], event)
+        # Something fails (or the model is new): find what, and say so.
         if not isinstance(event, dict):
             raise _Invalid("not_object", "a reward must be a JSON object")
         part = _field(event, "ltrr", (dict,))
@@ -283,6 +286,38 @@ class Learners:
                     "ltrr.model",
                 )
         return cast(dict[str, Any], event)
+
+    def _passes(self, event: Any) -> bool:
+        """Whether ``event`` (as orjson decoded it) meets every invariant ``_check`` tests,
+        for a model already learned: the common case in one expression, without building
+        messages. False means "not sure": ``_check`` then tests field by field."""
+        g = self.guard
+        try:
+            part, index = event["ltrr"], event["_labelIndex"]
+            cost, prob = event["_label_cost"], event["_label_probability"]
+            c = event["c"]
+            name, multi = part["model"], c["_multi"]
+            return (
+                type(event) is dict
+                and type(part) is dict
+                and type(name) is str
+                and 0 < len(name) <= 128
+                and name in self.models
+                and type(event["EventId"]) is str
+                and type(c) is dict
+                and type(event["a"]) is list
+                and type(event["p"]) is list
+                and type(index) is int
+                and type(multi) is list
+                and 0 <= index < len(multi)
+                and type(cost) in (int, float)
+                and type(prob) in (int, float)
+                # NaN and infinities fail these comparisons
+                and g.min_probability <= prob <= 1.0
+                and -g.cost_range[1] - 1e-9 <= cost <= -g.cost_range[0] + 1e-9
+            )
+        except (KeyError, TypeError, IndexError):
+            return False
 
     def _remember(self, m: _Model, event_id: str) -> None:
         m.seq += 1

@@ -101,20 +101,27 @@ def _poisoned(**changes: object) -> bytes:
     return orjson.dumps(event)
 
 
-@pytest.mark.parametrize(
-    ("line", "reason", "field"),
-    [
-        (b"\x00\xff random bytes", "not_json", None),
-        (b'"a string"', "not_object", None),
-        (_poisoned(ltrr=None), "wrong_type", "ltrr"),
-        (_poisoned(_label_probability=1e-30), "invalid_value", "_label_probability"),
-        (_poisoned(_label_probability=1.5), "invalid_value", "_label_probability"),
-        (_poisoned(_label_cost=1e308), "invalid_value", "_label_cost"),
-        (_poisoned(_labelIndex=99), "invalid_value", "_labelIndex"),
-        (_poisoned(ltrr__model="intruder"), "unknown_model", "ltrr.model"),
-        (_poisoned(ltrr__model=""), "invalid_value", "ltrr.model"),
-    ],
-)
+POISONED = [
+    (b"\x00\xff random bytes", "not_json", None),
+    (b'"a string"', "not_object", None),
+    (_poisoned(ltrr=None), "wrong_type", "ltrr"),
+    (_poisoned(_label_probability=1e-30), "invalid_value", "_label_probability"),
+    (_poisoned(_label_probability=1.5), "invalid_value", "_label_probability"),
+    (_poisoned(_label_cost=1e308), "invalid_value", "_label_cost"),
+    (_poisoned(_labelIndex=99), "invalid_value", "_labelIndex"),
+    (_poisoned(ltrr__model="intruder"), "unknown_model", "ltrr.model"),
+    (_poisoned(ltrr__model=""), "invalid_value", "ltrr.model"),
+    (_poisoned(_labelIndex=True), "wrong_type", "_labelIndex"),
+    (_poisoned(_label_cost="-1"), "wrong_type", "_label_cost"),
+    (_poisoned(EventId=7), "wrong_type", "EventId"),
+    (_poisoned(a=None), "wrong_type", "a"),
+    (_poisoned(c___multi=None), "invalid_value", "_labelIndex"),
+    (_poisoned(c=[]), "wrong_type", "c"),
+    (_poisoned(ltrr__model="m" * 129), "invalid_value", "ltrr.model"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason", "field"), POISONED)
 def test_poisoned_reward_lines_are_refused_with_their_true_reason(
     line: bytes, reason: str, field: str | None
 ) -> None:
@@ -123,6 +130,18 @@ def test_poisoned_reward_lines_are_refused_with_their_true_reason(
     assert (verdict.kind, verdict.reason, verdict.field) == ("invalid", reason, field)
     assert learners.models == {}
     assert learners.position(0) == 1  # refused, but covered: not retried forever
+
+
+@pytest.mark.parametrize(("line", "reason", "field"), POISONED)
+def test_poisoned_lines_are_refused_for_a_model_already_learned(
+    line: bytes, reason: str, field: str | None
+) -> None:
+    """The quick acceptance path for known models lets none of them through."""
+    learners = Learners(MemoryStore(), guard=Guard(models=frozenset({"default"})))
+    assert learners.learn(reward_lines(1, seed=12)[0], 0, 0).kind == "learned"
+    verdict = learners.learn(line, 0, 1)
+    assert (verdict.kind, verdict.reason, verdict.field) == ("invalid", reason, field)
+    assert learners.examples("default") == 1
 
 
 def test_distinct_models_are_bounded_without_an_allow_list() -> None:
