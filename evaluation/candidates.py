@@ -224,8 +224,8 @@ def latest_snapshot(
     Snapshots are checked as a retrieval worker checks them (signature with ``keys``,
     checksum, version); refused ones are counted in the error when no snapshot is usable.
     """
-    from ltrr.evaluation.topics import read_records
     from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
+    from ltrr.streams.follow import read_records
 
     assembler = SnapshotAssembler(keys, model)
     loaded: Loaded | None = None

@@ -174,7 +174,7 @@ def add_parser(
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``ltrr eval``; ``LtrrError`` (bad input, unreachable broker) propagates."""
     from ltrr.agents.learning import DEFAULT_VW_ARGS  # the learner's defaults, loaded on use
-    from ltrr.streams.security import kafka_python_kwargs
+    from ltrr.streams.security import aiokafka_kwargs
 
     if not 0 < args.confidence < 1:
         raise EvaluationError(f"--confidence must be in (0, 1), got {args.confidence}")
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise EvaluationError(f"--reward-passes must be >= 1, got {args.reward_passes}")
     topics = Topics.from_settings(settings)
     max_bytes = settings.max_message_bytes
-    security = kafka_python_kwargs(settings)  # SASL/TLS of the topic reads; empty = PLAINTEXT
+    security = aiokafka_kwargs(settings)  # SASL/TLS of the topic reads; empty = PLAINTEXT
     vw_args = tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
     if args.rewards and not os.access(args.rewards, os.R_OK):  # local files before the broker
         raise EvaluationError(f"cannot read rewards file {args.rewards}")

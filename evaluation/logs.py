@@ -306,7 +306,7 @@ def read_topic(
     Records are taken partition by partition in offset order: a model's rewards share one
     partition (they are keyed by model), so each model's rows come in the order it learned.
     """
-    from ltrr.evaluation.topics import read_records
+    from ltrr.streams.follow import read_records
 
     collector = LogCollector(f"topic {topic}", model=model, max_errors=max_errors)
     records = read_records(

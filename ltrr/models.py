@@ -49,10 +49,10 @@ class TopicModels:
 
 def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
     """Read the whole snapshots topic and verify every snapshot as a retrieval worker does."""
-    from ltrr.evaluation.exceptions import EvaluationError
-    from ltrr.evaluation.topics import read_records
     from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
-    from ltrr.streams.security import kafka_python_kwargs
+    from ltrr.streams.exceptions import BrokerError
+    from ltrr.streams.follow import read_records
+    from ltrr.streams.security import aiokafka_kwargs
 
     topic = Topics.from_settings(settings).snapshots.name
     try:
@@ -61,9 +61,9 @@ def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
             topic,
             timeout_s=timeout_s,
             max_bytes=settings.max_message_bytes + 1024 * 1024,
-            security=kafka_python_kwargs(settings),
+            security=aiokafka_kwargs(settings),
         )
-    except EvaluationError as exc:
+    except BrokerError as exc:
         raise ModelCommandError(str(exc)) from exc
     assembler = SnapshotAssembler(
         settings.verification_keys(), max_model_bytes=settings.max_model_bytes

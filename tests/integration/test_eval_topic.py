@@ -88,7 +88,7 @@ def test_eval_from_topic_with_latest_snapshot(
     data.write_bytes(b"\n".join(rewards) + b"\n")
     model = tmp_path / "model.vw"
     model.write_bytes(new)
-    assert main(["eval", "--rewards", str(data), "--model", str(model), *common]) == 0
+    assert main(["eval", "--rewards", str(data), "--model-file", str(model), *common]) == 0
     from_files = json.loads(capsys.readouterr().out)
     for name in ("ips", "snips", "dr"):
         assert from_files["estimates"][name] == pytest.approx(from_topic["estimates"][name])
