@@ -27,25 +27,9 @@ import vowpal_wabbit_next as vw
 
 from ltrr.agents.vwcore import DSJsonLearner
 from ltrr.schemas.exceptions import LtrrError
+from ltrr.schemas.vw_args import DEFAULT_VW_ARGS
 from ltrr.state.store import Batch, Store
 
-#: Context namespaces ``c`` (query shape, locale, device, time, slots), ``q`` (the query's
-#: words) and ``s`` (every strategy's retrieval signals); per-plan namespaces ``p`` (the plan
-#: id and its strategies) and ``r`` (the plan's retrieval statistics). Interactions let plan
-#: value depend on the query, its context and what each strategy found.
-DEFAULT_VW_ARGS: tuple[str, ...] = (
-    "--cb_explore_adf",
-    "--epsilon",
-    "0.05",
-    "-q",
-    "cp",
-    "-q",
-    "cr",
-    "-q",
-    "qp",
-    "-q",
-    "sp",
-)
 #: How many recent EventIds each model remembers for deduplication.
 DEFAULT_DEDUP_WINDOW = 200_000
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from ltrr.agents.adoption import Adopter
 from ltrr.agents.dead_letters import send_dead_letter
 from ltrr.agents.ingest import register_ingest
 from ltrr.agents.joiner import EXPIRE_BATCH, JoinConfig, Joiner, Source
-from ltrr.agents.learning import DEFAULT_VW_ARGS, Guard, Learners
+from ltrr.agents.learning import Guard, Learners
 from ltrr.agents.reward import RewardConfig
 from ltrr.agents.snapshots import SnapshotPolicy, SnapshotPublisher
 from ltrr.agents.watermarks import Watermarks
@@ -128,10 +127,6 @@ def learner_guard(settings: Settings) -> Guard:
     )
 
 
-def vw_args(settings: Settings) -> tuple[str, ...]:
-    return tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
-
-
 def build_parts(settings: Settings, topics: Topics) -> LoopParts:
     root = Path(settings.data_dir)
     join_store, learner_store = RocksStore(root / "join"), RocksStore(root / "learner")
@@ -144,7 +139,7 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
         ),
         reward_config(settings),
     )
-    learners = Learners(learner_store, vw_args(settings), guard=learner_guard(settings))
+    learners = Learners(learner_store, settings.model_vw_args(), guard=learner_guard(settings))
     publisher = SnapshotPublisher(
         learners,
         SnapshotPolicy(

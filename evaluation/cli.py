@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -20,6 +19,7 @@ from ltrr.evaluation.evaluate import Report, estimate
 from ltrr.evaluation.exceptions import EvaluationError
 from ltrr.evaluation.logs import read_file, read_topic
 from ltrr.evaluation.reward_model import DEFAULT_REWARD_MODEL_ARGS, RewardModel
+from ltrr.schemas.vw_args import parse_vw_args
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
 
@@ -173,7 +173,6 @@ def add_parser(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``ltrr eval``; ``LtrrError`` (bad input, unreachable broker) propagates."""
-    from ltrr.agents.learning import DEFAULT_VW_ARGS  # the learner's defaults, loaded on use
     from ltrr.streams.security import aiokafka_kwargs
 
     if not 0 < args.confidence < 1:
@@ -185,16 +184,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     topics = Topics.from_settings(settings)
     max_bytes = settings.max_message_bytes
     security = aiokafka_kwargs(settings)  # SASL/TLS of the topic reads; empty = PLAINTEXT
-    vw_args = tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
+    vw_args = settings.model_vw_args()
     if args.rewards and not os.access(args.rewards, os.R_OK):  # local files before the broker
         raise EvaluationError(f"cannot read rewards file {args.rewards}")
     # Build the candidate first: a bad model or bad arguments fail before any reading.
     candidate: Candidate
     if args.model:
-        model_args = tuple(shlex.split(args.model_args)) if args.model_args else vw_args
+        model_args = parse_vw_args(args.model_args or "", default=vw_args)
         candidate = VWModel.from_file(args.model, model_args)
     elif args.train_args:
-        candidate = VWTrainer(tuple(shlex.split(args.train_args)))
+        candidate = VWTrainer(parse_vw_args(args.train_args, default=()))
     else:
         candidate = latest_snapshot(
             settings.broker,
@@ -209,11 +208,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         candidate = Greedy(candidate)
     reward_model = None
     if not args.no_dr:
-        reward_args = (
-            tuple(shlex.split(args.reward_model_args))
-            if args.reward_model_args
-            else DEFAULT_REWARD_MODEL_ARGS
-        )
+        reward_args = parse_vw_args(args.reward_model_args or "", DEFAULT_REWARD_MODEL_ARGS)
         reward_model = RewardModel(reward_args, passes=args.reward_passes, seed=args.seed)
 
     if args.rewards:

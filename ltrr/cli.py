@@ -500,7 +500,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_learn_offline(args: argparse.Namespace) -> int:
-    from ltrr.agents.loop import learner_guard, vw_args
+    from ltrr.agents.loop import learner_guard
     from ltrr.offline import learn_offline
 
     settings = start(args)  # the worker's settings: same VW args, same guard
@@ -509,7 +509,7 @@ def cmd_learn_offline(args: argparse.Namespace) -> int:
         return 2
     return learn_offline(
         args.file,
-        vw_args(settings),
+        settings.model_vw_args(),
         args.model,
         args.output,
         args.compare,

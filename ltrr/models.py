@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -82,12 +81,6 @@ def read_models(settings: Settings, timeout_s: float = 60.0) -> TopicModels:
                 found.newest_version[name] = stamp[1]
                 found.newest[name] = stamp
     return found
-
-
-def vw_args_of(settings: Settings) -> tuple[str, ...]:
-    from ltrr.agents.learning import DEFAULT_VW_ARGS
-
-    return tuple(shlex.split(settings.vw_args)) if settings.vw_args else DEFAULT_VW_ARGS
 
 
 def _iso(ms: int) -> str:
@@ -176,7 +169,7 @@ def publish_model(
     from ltrr.schemas.snapshot import MAX_VERSION, encode_snapshot, stamp_of
     from ltrr.streams.security import kafka_python_kwargs
 
-    args = vw_args_of(settings)
+    args = settings.model_vw_args()
     try:
         workspace(args, model_bytes)
     except LearnerError as exc:
@@ -265,7 +258,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     from ltrr.agents.learning import workspace
 
-    untrained = bytes(workspace(vw_args_of(settings)).serialize())
+    untrained = bytes(workspace(settings.model_vw_args()).serialize())
     report = publish_model(settings, args.model, untrained, 0, new_epoch=args.new_epoch)
     print(orjson.dumps(report).decode())
     return 0

@@ -12,9 +12,29 @@ builds (``c``, ``q``, ``s``, ``p``, ``r``; see ``retrieval/features.py``) or ``:
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 
 from ltrr.schemas.exceptions import LtrrError
+
+#: The learner's arguments when the ``vw_args`` setting is empty. Context namespaces ``c``
+#: (query shape, locale, device, time, slots), ``q`` (the query's words) and ``s`` (every
+#: strategy's retrieval signals); per-plan namespaces ``p`` (the plan id and its strategies)
+#: and ``r`` (the plan's retrieval statistics). Interactions let plan value depend on the
+#: query, its context and what each strategy found.
+DEFAULT_VW_ARGS: tuple[str, ...] = (
+    "--cb_explore_adf",
+    "--epsilon",
+    "0.05",
+    "-q",
+    "cp",
+    "-q",
+    "cr",
+    "-q",
+    "qp",
+    "-q",
+    "sp",
+)
 
 #: First letters of the namespaces serving builds (context, query, strategies, plan, results).
 NAMESPACES = "cqspr"
@@ -99,6 +119,18 @@ _SHORT = {"-q": "--quadratic", "-b": "--bit_precision", "-l": "--learning_rate"}
 
 class VWArgsError(LtrrError):
     """VW arguments outside what a model may carry."""
+
+
+def parse_vw_args(text: str, default: Sequence[str] = DEFAULT_VW_ARGS) -> tuple[str, ...]:
+    """VW arguments written as one shell-quoted line (the ``vw_args`` setting, ``ltrr eval``'s
+    ``--model-args``, ...) as a tuple; ``default`` when ``text`` is blank. The one place VW
+    arguments are parsed; ``check_vw_args`` then says whether a model may carry them."""
+    if not text.strip():
+        return tuple(default)
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:  # unbalanced quotes
+        raise VWArgsError(f"VW arguments {text!r} do not parse: {exc}") from exc
 
 
 def check_vw_args(args: Sequence[str], namespaces: str = NAMESPACES) -> tuple[str, ...]:

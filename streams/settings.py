@@ -11,14 +11,13 @@ import inspect
 import ipaddress
 import os
 import re
-import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from ltrr.schemas.vw_args import VWArgsError, check_vw_args
+from ltrr.schemas.vw_args import VWArgsError, check_vw_args, parse_vw_args
 from ltrr.streams.exceptions import SettingsError
 
 ENV_PREFIX = "LTRR_"
@@ -297,13 +296,18 @@ class Settings:
         self.verification_keys()  # refuses a malformed snapshot_keys_accepted
         if self.vw_args:
             try:
-                check_vw_args(shlex.split(self.vw_args))
-            except (ValueError, VWArgsError) as exc:
+                check_vw_args(self.model_vw_args())
+            except VWArgsError as exc:
                 raise SettingsError(f"vw_args: {exc} (LTRR_VW_ARGS)") from exc
         if not self.broker.strip():
             raise SettingsError("broker is empty; set LTRR_BROKER=host:port")
         self._validate_security()
         self._validate_serve()
+
+    def model_vw_args(self) -> tuple[str, ...]:
+        """The Vowpal Wabbit arguments of every model (``vw_args``, else ltrr's default) as
+        the worker, ``learn-offline``, ``eval`` and ``model`` all run them."""
+        return parse_vw_args(self.vw_args)
 
     def require_snapshot_key(self) -> None:
         """Refuse to go on without a signing key (there is no built-in one)."""

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from ltrr.schemas.vw_args import DEFAULT_VW_ARGS, VWArgsError, parse_vw_args
 from ltrr.streams.exceptions import SettingsError
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
@@ -135,6 +136,18 @@ def test_vw_args_outside_the_allow_list_are_refused(args: str) -> None:
 def test_vw_args_of_learning_and_exploration_are_accepted() -> None:
     args = "--cb_explore_adf --squarecb --gamma_scale=10 -q cp -q :: -b 20 --cb_type mtr -l 0.5"
     assert Settings.load({"LTRR_VW_ARGS": args}).vw_args == args
+
+
+def test_vw_args_are_parsed_in_one_place() -> None:
+    """The worker, learn-offline, eval and model all run ``model_vw_args()``."""
+    assert Settings().model_vw_args() == DEFAULT_VW_ARGS
+    quoted = Settings.load({"LTRR_VW_ARGS": "--cb_explore_adf  --epsilon '0.1'"})
+    assert quoted.model_vw_args() == ("--cb_explore_adf", "--epsilon", "0.1")
+    assert parse_vw_args("  ", default=()) == ()
+    with pytest.raises(VWArgsError, match="do not parse"):
+        parse_vw_args("--cb_explore_adf '--epsilon")
+    with pytest.raises(SettingsError, match=r"vw_args: .*do not parse.*LTRR_VW_ARGS"):
+        Settings.load({"LTRR_VW_ARGS": "--cb_explore_adf '--epsilon"})
 
 
 @pytest.mark.parametrize("command", [["serve"], ["worker"], ["model", "list"]])
