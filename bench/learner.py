@@ -107,11 +107,11 @@ def end_to_end(
 
     from ltrr.processes import WorkerProcess
     from ltrr.streams.admin import create_topics
-    from ltrr.streams.brokers.kafka import ApacheKafka
-    from ltrr.streams.brokers.tansu import TansuBroker
     from ltrr.streams.scrape import scrape, total
     from ltrr.streams.settings import Settings
     from ltrr.streams.topics import Topics
+    from ltrr.testing.kafka import ApacheKafka
+    from ltrr.testing.tansu import TansuBroker
     from tests.events import action, impression
 
     broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()

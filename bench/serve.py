@@ -49,7 +49,7 @@ from ltrr.schemas.dsjson import reward_event  # noqa: E402
 from ltrr.schemas.records import SearchImpression  # noqa: E402
 from ltrr.schemas.snapshot import encode_snapshot  # noqa: E402
 from ltrr.state.store import MemoryStore  # noqa: E402
-from ltrr.streams.brokers.tansu import TansuBroker  # noqa: E402
+from ltrr.testing.tansu import TansuBroker  # noqa: E402
 
 WORDS = [
     "love",

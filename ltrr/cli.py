@@ -409,9 +409,9 @@ def start(args: argparse.Namespace, *, snapshot_key: bool = False) -> Settings:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from ltrr.streams.admin import create_topics
-    from ltrr.streams.brokers.kafka import ApacheKafka
-    from ltrr.streams.brokers.tansu import TansuBroker
     from ltrr.streams.topics import Topics
+    from ltrr.testing.kafka import ApacheKafka
+    from ltrr.testing.tansu import TansuBroker
 
     settings = start(args)
     stop = threading.Event()

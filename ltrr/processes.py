@@ -1,10 +1,13 @@
-"""Run ``ltrr worker`` and ``ltrr serve`` as child processes: used by ``ltrr demo``,
-``ltrr simulate``, the benchmarks and the integration tests."""
+"""Child processes: ``ltrr worker`` and ``ltrr serve`` (used by ``ltrr demo``,
+``ltrr simulate``, the benchmarks and the integration tests), and the loopback ports and
+process-group stopping that they and the broker launchers (``ltrr.testing``) share."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,8 +15,47 @@ from pathlib import Path
 from types import TracebackType
 
 from ltrr.schemas.exceptions import LtrrError
-from ltrr.streams.brokers.ports import free_port
 from ltrr.streams.scrape import ready
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session``), wait
+    ``timeout`` s, then SIGKILL what is left of the group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    # Kill stragglers in the group even if the leader already exited.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 class LtrrProcess:

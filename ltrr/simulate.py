@@ -276,9 +276,9 @@ def embedded_stack(
     from kafka import KafkaProducer
 
     from ltrr.streams.admin import create_topics
-    from ltrr.streams.brokers.tansu import TansuBroker
     from ltrr.streams.settings import Settings
     from ltrr.streams.topics import Topics
+    from ltrr.testing.tansu import TansuBroker
 
     # The embedded broker keeps nothing between runs, so neither may the worker: state from a
     # previous run in the same --out would hold offsets of topics that no longer exist.

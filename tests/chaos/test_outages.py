@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from ltrr.processes import WorkerProcess
-from ltrr.streams.brokers.kafka import ApacheKafka
+from ltrr.testing.kafka import ApacheKafka
 from tests.chaos.test_partitions_move import FLAGS, PARTITIONS, Combined, Traffic, _check, _topics
 from tests.conftest import TEST_SNAPSHOT_KEY
 from tests.integration.loop_helpers import latest_snapshot, learn_offline_against, wait_for

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ltrr.streams.brokers.kafka import ApacheKafka
-from ltrr.streams.brokers.tansu import TansuBroker
+from ltrr.testing.kafka import ApacheKafka
+from ltrr.testing.tansu import TansuBroker
 
 BROKERS = ("tansu", "kafka")
 

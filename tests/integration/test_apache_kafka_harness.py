@@ -1,4 +1,4 @@
-"""End-to-end check of the Apache Kafka test harness (streams.brokers.kafka).
+"""End-to-end check of the Apache Kafka test harness (ltrr.testing.kafka).
 
 Starts a real single-node KRaft broker from Maven jars, creates a compacted
 topic, round-trips small and 6 MB messages with kafka-python, and checks that
@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from ltrr.streams.brokers.kafka import ApacheKafka
+from ltrr.testing.kafka import ApacheKafka
 
 BIG = 6 * 1024 * 1024
 

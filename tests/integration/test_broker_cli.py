@@ -6,8 +6,8 @@ import signal
 import subprocess
 import sys
 
+from ltrr.processes import port_open
 from ltrr.streams.admin import list_topics
-from ltrr.streams.brokers.ports import port_open
 
 
 def test_ltrr_broker_prints_bootstrap_and_stops_on_ctrl_c() -> None:

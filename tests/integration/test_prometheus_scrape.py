@@ -28,8 +28,7 @@ from kafka import KafkaProducer
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ltrr.processes import ServeProcess, WorkerProcess
-from ltrr.streams.brokers.ports import free_port, wait_for_port
+from ltrr.processes import ServeProcess, WorkerProcess, free_port, wait_for_port
 from ltrr.streams.scrape import scrape, total
 from tests.deploy.test_prometheus_rules import DASHBOARDS, PROMETHEUS, grafana_to_promql
 from tests.events import action

@@ -30,9 +30,9 @@ from ltrr import cli
 from ltrr.processes import ServeProcess
 from ltrr.streams import security
 from ltrr.streams.admin import list_topics
-from ltrr.streams.brokers.kafka import ApacheKafka
-from ltrr.streams.brokers.kafka_security import BrokerTls, ListenerSecurity
 from ltrr.streams.settings import Settings
+from ltrr.testing.kafka import ApacheKafka
+from ltrr.testing.kafka_security import BrokerTls, ListenerSecurity
 from tests.certs import KEYSTORE_PASSWORD, make_certs
 from tests.events import action, impression
 from tests.integration.processes import metric, wait_until, worker

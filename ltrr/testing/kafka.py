@@ -18,8 +18,8 @@ Usage::
     with ApacheKafka() as kafka:
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
 
-    python -m ltrr.streams.brokers.kafka fetch [--version V]   # prefetch jars (CI)
-    python -m ltrr.streams.brokers.kafka run                   # run until Ctrl-C
+    python -m ltrr.testing.kafka fetch [--version V]   # prefetch jars (CI)
+    python -m ltrr.testing.kafka run                   # run until Ctrl-C
 
 Only the standard library and kafka-python are used.
 """
@@ -47,10 +47,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ltrr.streams.brokers.kafka_security import ListenerSecurity
-from ltrr.streams.brokers.ports import free_port
-from ltrr.streams.brokers.process import terminate_group
+from ltrr.processes import free_port, terminate_group
 from ltrr.streams.exceptions import BrokerError
+from ltrr.testing.kafka_security import ListenerSecurity
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
@@ -713,9 +712,9 @@ def _probe(bootstrap: str, client_config: dict[str, Any]) -> tuple[bool, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """Argument parser for ``python -m ltrr.streams.brokers.kafka``."""
+    """Argument parser for ``python -m ltrr.testing.kafka``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ltrr.streams.brokers.kafka",
+        prog="python -m ltrr.testing.kafka",
         description="Fetch or run a single-node Apache Kafka (KRaft) from Maven jars.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

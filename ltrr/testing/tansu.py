@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ltrr.streams.brokers.ports import free_port, wait_for_port
-from ltrr.streams.brokers.process import terminate_group
+from ltrr.processes import free_port, terminate_group, wait_for_port
 from ltrr.streams.exceptions import BrokerError
 
 HOST = "127.0.0.1"
