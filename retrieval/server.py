@@ -162,6 +162,8 @@ class RetrievalWorker:
         #: Topics whose consumer failed and has not caught up again since.
         self.failing: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
+        #: Concurrent first actions must not each start a producer (the loser would leak).
+        self._producer_lock = asyncio.Lock()
         m.CATALOG_SIZE.set_function(lambda: len(self.catalog))
 
     def readiness(self) -> dict[str, bool]:
@@ -173,11 +175,17 @@ class RetrievalWorker:
 
     async def send_action(self, key: bytes, value: bytes) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.broker, acks="all", **self.kafka_kwargs
-            )
-            await producer.start()
-            self._producer = producer
+            async with self._producer_lock:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self.settings.broker, acks="all", **self.kafka_kwargs
+                    )
+                    try:
+                        await producer.start()
+                    except BaseException:
+                        await producer.stop()
+                        raise
+                    self._producer = producer
         await self._producer.send_and_wait(self.topics.actions.name, value=value, key=key)
 
     async def start_background(self) -> list[asyncio.Task[Any]]:
