@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -58,6 +59,94 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
         proc.wait(timeout=5)
 
 
+class Child:
+    """One child process, the lifecycle every ltrr launcher shares (brokers, worker, serve).
+
+    It runs in its own session, so a Ctrl-C in the terminal reaches only the parent, which
+    then stops its children in order (and can still read their metrics), and ``stop`` can
+    signal the whole group; its output is appended to ``log_path``.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.cmd = list(cmd)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        #: Exit status once stopped (negative: killed by that signal).
+        self.returncode: int | None = None
+
+    def start(self) -> Child:
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(
+        self,
+        ready: Callable[[], bool],
+        timeout_s: float,
+        failed: Callable[[str], Exception],
+        *,
+        interval_s: float = 0.25,
+    ) -> None:
+        """Poll ``ready`` until it is true; if the process exits first or ``timeout_s``
+        passes, stop it and raise ``failed(why)``."""
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if self.proc is None or self.proc.poll() is not None:
+                code = self.proc.returncode if self.proc is not None else None
+                self.stop()
+                raise failed(f"exited with {code} while starting")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise failed(f"was not ready within {timeout_s:g} s")
+            time.sleep(interval_s)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if not self.log_path.is_file():
+            return "(no log)"
+        return self.log_path.read_text("utf-8", "replace")[-chars:]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL the process itself (not its group): a crash, for crash-safety tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM the group, SIGKILL what is left after ``timeout_s``; the exit status.
+        Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                terminate_group(proc, timeout_s)
+            self.returncode = proc.returncode
+        return self.returncode
+
+
 class LtrrProcess:
     """``ltrr <command>`` with the given flags; ``start`` returns once it reports ready."""
 
@@ -80,7 +169,7 @@ class LtrrProcess:
         #: False: drop the parent's ``LTRR_*`` variables (a self-contained stack such as
         #: ``ltrr demo`` must not pick up the settings of some other deployment).
         self.inherit_settings = inherit_settings
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
         #: Exit status of the last ``stop`` (negative: killed by that signal).
         self.returncode: int | None = None
 
@@ -88,28 +177,25 @@ class LtrrProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc if self.child is not None else None
+
     def start(self, wait: bool = True) -> LtrrProcess:
         """Start the process; with ``wait``, return once it reports ready (a worker that joins
         a group with more members than partitions may never be: it has nothing assigned)."""
         cmd = [sys.executable, "-m", "ltrr.cli", self.command, self.port_flag, str(self.port)]
-        cmd += self.flags
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**self._base_env(), "PYTHONUNBUFFERED": "1", **self.env},
-                # Its own session: a Ctrl-C in the terminal reaches only the parent, which
-                # then stops its children in order (and can still read their metrics).
-                start_new_session=True,
+        env = {**self._base_env(), "PYTHONUNBUFFERED": "1", **self.env}
+        self.child = child = Child([*cmd, *self.flags], log_path=self.log_path, env=env).start()
+        if wait:
+            child.wait_ready(
+                lambda: ready(self.url),
+                self.ready_timeout_s,
+                lambda why: LtrrError(
+                    f"ltrr {self.command} {why}; its log ends:\n{child.log_tail()}"
+                ),
+                interval_s=0.3,
             )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while wait and not ready(self.url):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text("utf-8", "replace")[-3000:]
-                self.stop()
-                raise LtrrError(f"ltrr {self.command} did not become ready; its log ends:\n{tail}")
-            time.sleep(0.3)
         return self
 
     def _base_env(self) -> dict[str, str]:
@@ -119,26 +205,17 @@ class LtrrProcess:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child is not None and self.child.running
 
     def kill(self) -> None:
         """SIGKILL: a crash, for crash-safety tests."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.child is not None:
+            self.child.kill()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM and wait (Faust shuts down cleanly), SIGKILL if it hangs. Idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self.returncode = proc.returncode
+        if self.child is not None:
+            self.returncode = self.child.stop(timeout_s)
 
     def __enter__(self) -> LtrrProcess:
         return self.start()

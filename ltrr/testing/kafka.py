@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ltrr.processes import free_port, terminate_group
+from ltrr.processes import Child, free_port
 from ltrr.streams.exceptions import BrokerError
 from ltrr.testing.kafka_security import ListenerSecurity
 
@@ -452,7 +452,7 @@ class ApacheKafka:
         self._given_workdir = Path(workdir) if workdir is not None else None
         self.workdir: Path | None = self._given_workdir
         self._owns_workdir = False
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
         self._bootstrap: str | None = None
 
     # -- public API ----------------------------------------------------------
@@ -472,12 +472,12 @@ class ApacheKafka:
     @property
     def pid(self) -> int | None:
         """PID (and process-group id) of the broker JVM, while one was started."""
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def running(self) -> bool:
         """True while the broker JVM started by :meth:`start` is alive."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.running
 
     @property
     def log_file(self) -> Path | None:
@@ -514,9 +514,9 @@ class ApacheKafka:
         Safe to call repeatedly and before :meth:`start`.
         """
         atexit.unregister(self.stop)
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate_group(proc, STOP_TIMEOUT_S)
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(STOP_TIMEOUT_S)
         self._bootstrap = None
         if self._owns_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -617,36 +617,25 @@ class ApacheKafka:
         """Start ``kafka.Kafka`` in a new session so stop() can signal the whole group."""
         assert self.workdir is not None
         cmd = self._java_cmd(java, libs, self.heap, "kafka.Kafka", str(config))
-        with (self.workdir / "logs" / "stdout.log").open("ab") as out:
-            self._proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log_path = self.workdir / "logs" / "stdout.log"
+        self._child = Child(cmd, log_path=log_path, cwd=self.workdir).start()
 
     def _wait_ready(self, bootstrap: str) -> None:
         """Poll until the broker lists itself (unfenced) in cluster metadata."""
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer yet"
-        while True:
-            if self._proc is None or self._proc.poll() is not None:
-                code = self._proc.returncode if self._proc is not None else "?"
-                raise BrokerError(
-                    f"Kafka exited with code {code} during startup; last log lines:\n"
-                    f"{self._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"Kafka was not ready on {bootstrap} within {self.startup_timeout:.0f} s "
-                    f"({last_error}); last log lines:\n{self._log_tail()}"
-                )
-            ready, last_error = _probe(bootstrap, self.client_config)
-            if ready:
-                return
-            time.sleep(0.25)
+        assert self._child is not None
+        last_error = ["no answer yet"]
+
+        def ready() -> bool:
+            answered, last_error[0] = _probe(bootstrap, self.client_config)
+            return answered
+
+        self._child.wait_ready(
+            ready,
+            self.startup_timeout,
+            lambda why: BrokerError(
+                f"Kafka on {bootstrap} {why} ({last_error[0]}); last log lines:\n{self._log_tail()}"
+            ),
+        )
 
     def _log_tail(self) -> str:
         """Last lines of the JVM's stdout/stderr and of the log4j2 file, for errors."""

@@ -7,13 +7,11 @@ and the test suite. Production runs Apache Kafka.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-from ltrr.processes import free_port, terminate_group, wait_for_port
+from ltrr.processes import Child, free_port, wait_for_port
 from ltrr.streams.exceptions import BrokerError
 
 HOST = "127.0.0.1"
@@ -36,8 +34,7 @@ class TansuBroker:
     def __init__(self, port: int | None = None, *, startup_timeout: float = 20.0) -> None:
         self.port = port or free_port(HOST)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
+        self._child: Child | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -48,28 +45,22 @@ class TansuBroker:
         binary = tansu_binary()
         url = f"tcp://{HOST}:{self.port}"
         fd, log_name = tempfile.mkstemp(prefix="ltrr-tansu-", suffix=".log")
-        self._log_path = Path(log_name)
+        os.close(fd)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        with os.fdopen(fd, "wb") as log:
-            self._proc = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
+        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self._child = child = Child(cmd, log_path=Path(log_name), env=env).start()
+        try:
+            child.wait_ready(
+                lambda: wait_for_port(HOST, self.port, 0.2) and self._answers(),
+                self.startup_timeout,
+                lambda why: BrokerError(f"tansu on {self.bootstrap} {why}: {child.log_tail()}"),
+                interval_s=0,
             )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise BrokerError(f"tansu exited with {self._proc.returncode}: {self._log_tail()}")
-            if wait_for_port(HOST, self.port, 0.2) and self._answers():
-                return self.bootstrap
-        self.stop()
-        raise BrokerError(
-            f"tansu did not answer on {self.bootstrap} within {self.startup_timeout}s: "
-            f"{self._log_tail()}"
-        )
+        finally:
+            if not child.running:
+                self.stop()
+        return self.bootstrap
 
     def _answers(self) -> bool:
         from kafka import KafkaAdminClient
@@ -87,23 +78,17 @@ class TansuBroker:
         finally:
             client.close()
 
-    def _log_tail(self, lines: int = 20) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return "(no log)"
-        return "\n".join(self._log_path.read_text("utf-8", "replace").splitlines()[-lines:])
-
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.running
 
     def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate_group(proc, 10.0)
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        """Stop the broker (SIGTERM, then SIGKILL after 10 s) and drop its log. Safe to call
+        twice."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(10.0)
+            child.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> TansuBroker:
         self.start()
