@@ -123,7 +123,7 @@ def end_to_end(
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
         rng = random.Random(9)
         start_ms = int(time.time() * 1000) - 600_000  # a backlog: the last ten minutes
-        sent_actions = 0
+        sent_actions = silent = 0
         print(f"producing {n} impressions and their actions", file=sys.stderr, flush=True)
         for i in range(n):
             iid = f"i{i}"
@@ -131,7 +131,9 @@ def end_to_end(
             imp = impression(iid, timestamp_ms=ts, chosen=rng.randrange(5))
             key = iid.encode()
             producer.send(prefix + "impressions", key=key, value=orjson.dumps(imp))
-            for j in range(rng.choice([0, 1, 2, 3])):
+            clicks = rng.choice([0, 1, 2, 3])
+            silent += clicks == 0
+            for j in range(clicks):
                 act = action(f"{iid}-{j}", iid, timestamp_ms=ts + 1000 * (j + 1), type="click")
                 producer.send(prefix + "actions", key=key, value=orjson.dumps(act))
                 sent_actions += 1
@@ -198,6 +200,7 @@ def end_to_end(
             "over_learner_alone": round(per_s / learner_rate, 3),
             "orphaned_actions": int(orphans),
             "closed_with_default_reward": int(defaults),
+            "impressions_without_actions": silent,  # the default reward is right for these
             "worker_peak_rss_mb": round(peak, 1),
             # CPU time of the worker process: steadier than wall time on a shared machine.
             "worker_cpu_s": round(cpu, 1),
