@@ -30,6 +30,7 @@ import orjson
 
 from ltrr.processes import ServeProcess, WorkerProcess
 from ltrr.schemas.exceptions import LtrrError
+from ltrr.schemas.vw_args import check_vw_args, parse_vw_args
 from ltrr.sim.beir import BeirWorld
 from ltrr.sim.runner import HttpBackend, SimConfig, Simulation, World
 from ltrr.sim.scoreboard import LEARNED, ORACLE, QUERY_ORACLE, UNION, Scoreboard
@@ -448,6 +449,8 @@ def run(args: argparse.Namespace, *, title: str) -> int:
 def _run(args: argparse.Namespace, *, title: str) -> int:
     if args.queries < 1 or args.rate < 0 or args.k < 1 or not 0 <= args.broken_share <= 1:
         raise LtrrError("--queries and --k must be >= 1, --rate >= 0, --broken-share in [0, 1]")
+    if getattr(args, "vw_args", ""):  # refused here, not by the worker once the stack runs
+        check_vw_args(parse_vw_args(args.vw_args))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

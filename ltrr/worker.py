@@ -10,6 +10,7 @@ import faust
 from faust.worker import Worker
 
 from ltrr.agents.loop import register_learning_loop
+from ltrr.processes import free_port
 from ltrr.streams.admin import check_copartitioned, create_topics
 from ltrr.streams.app import create_app
 from ltrr.streams.exceptions import SettingsError
@@ -63,6 +64,13 @@ def run_worker(settings: Settings, *, verbose: bool = False) -> None:
     )
     log.info("topics: %s", outcome)
     check_copartitioned(outcome, [topics.impressions.name, topics.actions.name])
+    if settings.web_port == 0:  # any free port (Faust itself needs a number)
+        settings = settings.with_overrides(web_port=free_port(settings.web_host))
+    log.info(
+        "worker HTTP on http://%s:%d (/metrics, /healthz, /readyz)",
+        settings.web_host,
+        settings.web_port,
+    )
     app = build_worker_app(settings)
     # Faust sets up logging again: the same console (a broker outage costs a few lines a
     # minute, not thousands).

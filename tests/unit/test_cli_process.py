@@ -17,9 +17,20 @@ WAITING = f"waiting for the broker at {NO_BROKER} (up to 30 s)"
 CATALOG = Path(__file__).parents[1] / "data" / "catalog.jsonl"
 
 
+#: The checkout under test, first on the path: the children run in other directories, where
+#: ``python -m ltrr.cli`` would otherwise import whichever ltrr is installed.
+REPO = Path(__file__).parents[2]
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LTRR_")}
-    return {**env, "LTRR_SNAPSHOT_KEY": "0123456789abcdef0123456789abcdef", "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {
+        **env,
+        "LTRR_SNAPSHOT_KEY": "0123456789abcdef0123456789abcdef",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": path,
+    }
 
 
 @contextmanager
@@ -116,3 +127,13 @@ def test_local_files_fail_before_any_broker_wait(
         assert proc.wait() == 2, output
     assert named in output
     assert "waiting for the broker" not in output
+
+
+def test_demo_refuses_vw_args_before_starting_anything(tmp_path: Path) -> None:
+    argv = ["demo", "--vw-args=--cb_explore_adf -f model.vw", "--out", str(tmp_path / "out")]
+    with ltrr(*argv, cwd=tmp_path) as proc:
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        assert proc.wait() == 2, output
+    assert "VW option '-f' is not allowed" in output
+    assert not (tmp_path / "out").exists()
