@@ -208,6 +208,13 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         "strategy at once; '' explores uniformly)",
     )
     run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="without --url: the worker and serve logs (OUT/worker.log, OUT/serve.log) also get "
+        "what the Kafka client libraries and Faust say",
+    )
+    run.add_argument(
         "--vector-cache-dir",
         type=Path,
         metavar="DIR",
@@ -272,8 +279,10 @@ def embedded_stack(
     plans: str = "",
     vw_args: str = "",
     default_plan: str | None = None,
+    verbose: bool = False,
 ) -> Iterator[Stack]:
-    """Broker, learning worker and retrieval worker on this machine, stopped on exit."""
+    """Broker, learning worker and retrieval worker on this machine, stopped on exit;
+    ``verbose``: their logs get what the client libraries say too."""
     from kafka import KafkaProducer
 
     from ltrr.streams.admin import create_topics
@@ -306,7 +315,7 @@ def embedded_stack(
             publish(entity)
         producer.flush()
 
-        common = ("--broker", broker.bootstrap, "--partitions", "2")
+        common = ("--broker", broker.bootstrap, "--partitions", "2", *(("-v",) if verbose else ()))
         # A signing key of this run only, shared by its worker and serve (there is no
         # built-in key; the children do not inherit the caller's LTRR_* settings).
         keyed = {"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)}
@@ -473,6 +482,7 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
                     plans=getattr(args, "plans", ""),
                     vw_args=getattr(args, "vw_args", ""),
                     default_plan=getattr(args, "default_plan", None),
+                    verbose=getattr(args, "verbose", False),
                 )
             )
             running = stack.enter_context(starting)
