@@ -20,12 +20,14 @@ class Store(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def write(self, batch: Batch) -> None:
-        """Apply every put and delete in ``batch`` atomically."""
+        """Apply every put and delete in ``batch`` atomically: a batch with a key or value
+        that is not bytes raises and changes nothing."""
         ...
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Items whose key starts with ``prefix``, in key order, from ``start`` (a key at or
-        after ``prefix``) when given: lets a reader skip what it knows was deleted."""
+        """Items whose key starts with ``prefix``, in bytewise key order, from ``start`` (a
+        key at or after ``prefix``) when given: lets a reader skip what it knows was deleted.
+        A scan sees the store as it was when it began; writes during it are safe."""
         ...
 
     def close(self) -> None: ...
@@ -41,6 +43,9 @@ class MemoryStore:
         return self._data.get(key)
 
     def write(self, batch: Batch) -> None:
+        for key, value in batch.items():  # all checked first: a bad batch changes nothing
+            if not isinstance(key, bytes) or not isinstance(value, bytes | None):
+                raise TypeError(f"store keys and values are bytes, got {key!r}: {value!r}")
         for key, value in batch.items():
             if value is None:
                 self._data.pop(key, None)
@@ -49,8 +54,10 @@ class MemoryStore:
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         low = max(prefix, start) if start is not None else prefix
-        for key in sorted(k for k in self._data if k.startswith(prefix) and k >= low):
-            yield key, self._data[key]
+        # A copy: the scan sees the store as it began (as a RocksDB iterator does), and the
+        # caller may write while iterating (the join deletes what it expires).
+        items = sorted((k, v) for k, v in self._data.items() if k.startswith(prefix) and k >= low)
+        yield from items
 
     def close(self) -> None:
         return None
