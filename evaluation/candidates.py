@@ -58,6 +58,19 @@ def check_pmf(values: ArrayLike, row: LoggedRow, who: str) -> Pmf:
     return pmf / total
 
 
+def check_candidate(candidate: Candidate, rows: Sequence[LoggedRow]) -> list[Pmf]:
+    """The contract every candidate keeps (plugin authors can call this on theirs): a
+    description, and one pmf per row over that row's actions, finite, non-negative, summing
+    to 1. Returns the pmfs; ``EvaluationError`` names the first row that breaks it."""
+    who = getattr(candidate, "description", None)
+    if not isinstance(who, str) or not who:
+        raise EvaluationError(f"{candidate!r} has no description")
+    pmfs = candidate.pmfs(rows)
+    if len(pmfs) != len(rows):
+        raise EvaluationError(f"{who}: {len(pmfs)} pmfs for {len(rows)} rows")
+    return [check_pmf(pmf, row, who) for pmf, row in zip(pmfs, rows, strict=True)]
+
+
 def greedy(pmf: ArrayLike) -> Pmf:
     """All mass on the most probable action; ties go to the lowest index."""
     values = np.asarray(pmf, dtype=np.float64)
