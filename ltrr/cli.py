@@ -26,7 +26,7 @@ from ltrr.streams.settings import SettingDoc, Settings, setting_docs
 EPILOG = """\
 Every option can also be set by an LTRR_* environment variable (LTRR_BROKER, LTRR_TOPIC_PREFIX,
 LTRR_PARTITIONS, ...) or a TOML file (--config / LTRR_CONFIG); flags win over the environment,
-which wins over the file. See the README's configuration reference.
+which wins over the file. See docs/configuration.md or `ltrr settings`.
 """
 
 
