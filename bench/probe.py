@@ -8,7 +8,7 @@ swapped in every ``--snapshot-every`` rewards, so the policy lags less than in `
 simulate``. Use it to compare settings; confirm with ``bench/quality.py``.
 
 Usage: python bench/probe.py WORLD [WORLD ...] [--queries 800] [--seeds 1,2]
-       [--vw-args TEXT] [--cache DIR]     (WORLD: a BEIR-layout folder, or ``music``)
+       [--vw-args TEXT] [--history] [--cache DIR]     (WORLD: a BEIR-layout folder, or ``music``)
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         vw_args=shlex.split(args.vw_args),
         snapshot_every=args.snapshot_every,
         policy=policy,
+        history=args.history,
     )
     sim = Simulation(
         world,
@@ -79,6 +80,7 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "last": {k: last[k] for k in ("learned", "union", "oracle_per_query") if k in last},
         "last_gap_closed": summary["last_quarter_gap_closed"],
         "last_mix": {p: round(c / len(quarter), 2) for p, c in mix},
+        "history": args.history,
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -90,6 +92,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2", help="comma-separated seeds (1,2)")
     parser.add_argument("--vw-args", default=" ".join(SIM_VW_ARGS))
     parser.add_argument("--plans", default="", help="plan spec (default: as ltrr simulate)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="add the query-strategy history features (ltrr/retrieval/history.py)",
+    )
     parser.add_argument("--snapshot-every", type=int, default=200)
     parser.add_argument(
         "--cache", type=Path, default=Path("/tmp/ltrr-probe-vectors"), help="vector cache"

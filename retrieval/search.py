@@ -20,6 +20,7 @@ from ltrr.retrieval.features import (
     strategy_features,
     strategy_signals,
 )
+from ltrr.retrieval.history import plan_history, shared_history
 from ltrr.retrieval.plans import PlanSpec, max_budgets
 from ltrr.retrieval.policy import Policy
 from ltrr.retrieval.ranking import Ranked, rank
@@ -49,9 +50,12 @@ class Searcher:
         model_name: str = "default",
         q2e_boost: float = 0.5,
         executor: Executor | None = None,
+        history: bool = False,
     ) -> None:
         """``executor`` runs the ``blocking`` strategies of ``search_async`` (None: the
-        loop's default executor)."""
+        loop's default executor); ``history`` adds the query-strategy history features
+        (``retrieval/history.py``) read from the memory strategy's Q2E replica (off by default:
+        the probes measured no gain yet, see that module)."""
         missing = {s for p in plans for s in p.strategies} - set(strategies)
         if missing:
             raise ValueError(f"plans use strategies that are not configured: {sorted(missing)}")
@@ -63,6 +67,7 @@ class Searcher:
         self.q2e_boost = q2e_boost
         self.budgets = max_budgets(self.plans)
         self.executor = executor
+        self.history = history
 
     def retrieve_all(self, query: str, context: Mapping[str, Any]) -> dict[str, list[Candidate]]:
         results = {}
@@ -172,21 +177,37 @@ class Searcher:
         seed = uuid.uuid4().int >> 65 if seed is None else seed
         impression_id = impression_id or uuid.uuid4().hex
         started = time.perf_counter()
+        q2e = None
+        remembered: dict[str, float] = {}
+        memory = self.strategies.get("memory")
+        if memory is not None and hasattr(memory, "scores"):
+            q2e = memory.scores(query, 200)
+        if self.history and memory is not None and hasattr(memory, "remembered"):
+            remembered = memory.remembered(query)
         signals = strategy_signals(results)
         ctx = {
             **context_features(query, context, now_ms),
             **strategy_features(signals, self.budgets),
         }
         per_plan = plan_features(self.plans, signals)
+        #: Each plan's ranked results, when the history features needed them all anyway.
+        every: list[list[Ranked]] | None = None
+        hist = shared_history(remembered, results, self.budgets, k) if remembered else {}
+        if hist:
+            ctx["s"] = {**ctx.get("s", {}), **hist}
+            every = [rank(p, results, k, q2e, self.q2e_boost) for p in self.plans]
+            shown = [[r.entity_id for r in ranked] for ranked in every]
+            extras = plan_history(remembered, self.plans, results, shown)
+            for features, extra in zip(per_plan, extras, strict=True):
+                features["r"].update(extra)
         decision = self.policy.decide(ctx, per_plan, seed)
         m.DECISION_LATENCY.observe(time.perf_counter() - started)
         plan = self.plans[decision.chosen]
         m.PLANS_CHOSEN.labels(plan.id).inc()
-        q2e = None
-        memory = self.strategies.get("memory")
-        if memory is not None and hasattr(memory, "scores"):
-            q2e = memory.scores(query, 200)
-        ranked = rank(plan, results, k, q2e, self.q2e_boost)
+        if every is not None:
+            ranked = every[decision.chosen]
+        else:
+            ranked = rank(plan, results, k, q2e, self.q2e_boost)
         impression = {
             "schema_version": 1,
             "impression_id": impression_id,
@@ -216,7 +237,7 @@ class Searcher:
             impression["user_id"] = user_id
         explained = None
         if explain:
-            explained = self._explain(results, k, q2e, decision.pmf, explain_plans)
+            explained = self._explain(results, k, q2e, decision.pmf, explain_plans, every)
         return SearchResult(
             impression_id,
             plan,
@@ -245,11 +266,17 @@ class Searcher:
         q2e: Mapping[str, float] | None,
         pmf: Sequence[float],
         extra: Sequence[PlanSpec],
+        every: Sequence[Sequence[Ranked]] | None = None,
     ) -> dict[str, Any]:
+        """``every``: the configured plans' rankings if already made."""
         plans: dict[str, list[str]] = {}
         budgets: dict[str, dict[str, int]] = {}
-        for plan in [*self.plans, *extra]:
-            plans[plan.id] = [r.entity_id for r in rank(plan, results, k, q2e, self.q2e_boost)]
+        for i, plan in enumerate([*self.plans, *extra]):
+            if every is not None and i < len(every):
+                ranked = every[i]
+            else:
+                ranked = rank(plan, results, k, q2e, self.q2e_boost)
+            plans[plan.id] = [r.entity_id for r in ranked]
             budgets[plan.id] = dict(plan.budgets)
         return {
             "strategies": {name: [c.entity_id for c in found] for name, found in results.items()},

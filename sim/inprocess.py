@@ -46,6 +46,7 @@ class LocalBackend:
         reward: RewardConfig | None = None,
         policy: Policy | None = None,
         stack: LocalStack | None = None,
+        history: bool = False,
     ) -> None:
         self.stack = stack or LocalStack(
             entities,
@@ -54,6 +55,7 @@ class LocalBackend:
             policy=policy,
             plan_max_size=plan_max_size,
             plans=plans,
+            history=history,
         )
         self.vw_args = tuple(vw_args)
         self.learners = Learners(MemoryStore(), self.vw_args)

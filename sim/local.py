@@ -32,7 +32,9 @@ class LocalStack:
         policy: Policy | None = None,
         plan_max_size: int = 3,
         plans: str = "",
+        history: bool = False,
     ) -> None:
+        """``history``: add the query-strategy history features (``retrieval/history.py``)."""
         settings = Settings(
             strategies=strategies,
             plan_max_size=plan_max_size,
@@ -53,7 +55,7 @@ class LocalStack:
             built[strategy.name] = strategy
         self.plans = build_plans(settings, list(built))
         self.policy = policy or Policy()
-        self.searcher = Searcher(self.catalog, built, self.plans, self.policy)
+        self.searcher = Searcher(self.catalog, built, self.plans, self.policy, history=history)
 
     def extra_plans(self, specs: Sequence[str]) -> list[PlanSpec]:
         return parse_plans(";".join(specs), list(self.searcher.strategies)) if specs else []

@@ -260,6 +260,18 @@ class Q2EMemory:
         f = self._decay(row, now_ms)
         return Engagement(row["i"] * f, {a: c * f for a, c in row["a"].items()})
 
+    def remembered(self, query: str, now_ms: int) -> dict[str, float]:
+        """Every observed row of ``query`` by entity, at its combined score at ``now_ms`` (> 0:
+        engaged with; <= 0: shown and ignored or skipped). Predictions are left out."""
+        q = normalize_query(query)
+        if not q:
+            return {}
+        prefix = _OBSERVED + q.encode() + b"\x00"
+        return {
+            key[len(prefix) :].decode(): self._combined(orjson.loads(value), now_ms)
+            for key, value in self.store.scan(prefix)
+        }
+
     # ---- predicted (cold start) -------------------------------------------------------------
 
     def index_entities(self, entities: Iterable[Mapping[str, Any]], batch_size: int = 1000) -> int:

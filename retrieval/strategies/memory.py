@@ -36,5 +36,9 @@ class MemoryStrategy:
         """Q2E score by entity (for the ranking boost)."""
         return {s.entity_id: s.score for s in self.memory.scores(query, self.now_ms(), k)}
 
+    def remembered(self, query: str) -> dict[str, float]:
+        """The query's observed rows, entity -> combined score (for the history features)."""
+        return self.memory.remembered(query, self.now_ms())
+
     def update(self, added: list[Entity], removed: list[str]) -> None:
         return None  # the learning worker indexes the catalog into the replicated memory
