@@ -40,8 +40,8 @@ async def _follow_once(
     time (so a catalog replay is one index commit per batch, not per entity); set ``ready``
     (and call ``on_caught_up``) once caught up."""
     consumer = _consumer(bootstrap, max_bytes, client_kwargs)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start is stopped too
         tps, ends = await _subscribe(consumer, topic)
         caught_up = False
         while True:
@@ -124,8 +124,8 @@ async def read_to_end(
     """Apply every record of ``topic`` with ``handle`` (a fetched batch per partition at a
     time, each partition in offset order) from the beginning up to its end."""
     consumer = _consumer(bootstrap, max_bytes, client_kwargs or {})
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start is stopped too
         tps, ends = await _subscribe(consumer, topic)
         while not await _caught_up(consumer, tps, ends, fetched=True):
             await _apply(consumer, handle)
@@ -176,8 +176,8 @@ async def read_partition(
     from aiokafka import TopicPartition
 
     consumer = _consumer(bootstrap, max_bytes, client_kwargs or {})
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start is stopped too
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
