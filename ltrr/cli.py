@@ -106,6 +106,7 @@ SERVE_SETTINGS = (
     "serve_embed_max_wait_ms",
     "serve_query_cache_size",
     "impression_linger_ms",
+    "history_features",
     "log_level",
 )
 

@@ -207,6 +207,12 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         help="plan served (1 - 0.2 of the time) before the first snapshot (default: every "
         "strategy at once; '' explores uniformly)",
     )
+    loop.add_argument(
+        "--history-features",
+        action="store_true",
+        help="add the query-strategy history features to the retrieval worker's decisions "
+        "(off by default; see docs/simulation.md)",
+    )
     run.add_argument(
         "-v",
         "--verbose",
@@ -279,6 +285,7 @@ def embedded_stack(
     plans: str = "",
     vw_args: str = "",
     default_plan: str | None = None,
+    history: bool = False,
     verbose: bool = False,
 ) -> Iterator[Stack]:
     """Broker, learning worker and retrieval worker on this machine, stopped on exit;
@@ -350,6 +357,7 @@ def embedded_stack(
             "--plans",
             plans,
             *(("--default-plan", default_plan) if default_plan else ()),
+            *(("--history-features", "true") if history else ()),
             log_path=out / "serve.log",
             ready_timeout_s=600,
             env=keyed,
@@ -482,6 +490,7 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
                     plans=getattr(args, "plans", ""),
                     vw_args=getattr(args, "vw_args", ""),
                     default_plan=getattr(args, "default_plan", None),
+                    history=getattr(args, "history_features", False),
                     verbose=getattr(args, "verbose", False),
                 )
             )

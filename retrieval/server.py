@@ -141,6 +141,7 @@ class RetrievalWorker:
             self.policy,
             model_name=settings.model_name,
             q2e_boost=settings.q2e_boost,
+            history=settings.history_features,
         )
         #: SASL/TLS arguments of every aiokafka client (one shared TLS context).
         self.kafka_kwargs = aiokafka_kwargs(settings)

@@ -243,6 +243,11 @@ class Settings:
     serve_query_cache_size: int = setting(10_000, ge=0)
     #: How long the impression producer waits to fill a batch, milliseconds.
     impression_linger_ms: int = setting(5, ge=0, le=1000)
+    #: Add the query-strategy history features (how much of the query's remembered Q2E
+    #: engagement each strategy and plan retrieves and shows, and how much of what it shows
+    #: was ignored before) to the s and r namespaces. Off by default: probes show no
+    #: consistent gain yet (docs/simulation.md).
+    history_features: bool = False
     #: Where item vectors and indexes are cached between restarts.
     vector_cache_dir: str = "./ltrr-cache"
     #: Log level of the worker: debug, info, warning, error.

@@ -107,3 +107,20 @@ def test_search_logs_history_features_once_the_query_has_engagement() -> None:
     assert by_plan["lexical"]["hist_top"] == 1.0 and by_plan["memory"]["hist_top"] == 1.0
     off = Searcher(catalog, strategies, plans, Policy())  # off by default
     assert "hist" not in off.search("queen", {}, 5, now_ms=NOW, seed=1).impression["context"]["s"]
+
+
+def test_the_history_features_setting_reaches_the_retrieval_worker() -> None:
+    from pathlib import Path
+
+    from ltrr.retrieval.server import RetrievalWorker
+    from ltrr.streams.settings import Settings
+
+    catalog = Path(__file__).parents[1] / "data" / "catalog.jsonl"
+    for on in (False, True):
+        settings = Settings(
+            catalog_path=str(catalog),
+            strategies="popular,memory",
+            history_features=on,
+            snapshot_key="k",
+        )
+        assert RetrievalWorker(settings).searcher.history is on
