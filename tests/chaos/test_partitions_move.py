@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,18 @@ class Combined:
         self.actions = {k: v for run in runs for k, v in run.actions.items()}
 
 
-def _check(bootstrap: str, prefix: str, traffic: Traffic | Combined) -> dict[str, int]:
+def _check(
+    bootstrap: str,
+    prefix: str,
+    traffic: Traffic | Combined,
+    fetch: Callable[[], list[dict[str, Any]]] | None = None,
+) -> dict[str, int]:
     """Exactly one on-time reward per impression, carrying what its actions imply; duplicates
-    (an outbox resent after a crash or a move) only as identical copies."""
+    (an outbox resent after a crash or a move) only as identical copies. ``fetch`` reads the
+    rewards the join produced (default: every line of the rewards topic)."""
     n = len(traffic.impressions)
     got = wait_for(
-        lambda: rewards(bootstrap, prefix + "rewards"),
+        fetch or (lambda: rewards(bootstrap, prefix + "rewards")),
         lambda rs: len({r["EventId"] for r in rs if not r["ltrr"]["late"]}) >= n,
         120,
         f"{n} on-time rewards",

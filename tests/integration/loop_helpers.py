@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,10 +57,15 @@ def wait_for(fetch: Any, done: Any, timeout_s: float, what: str) -> Any:
 
 
 def learn_offline_against(
-    bootstrap: str, rewards_topic: str, model_bytes: bytes, tmp_path: Path
+    bootstrap: str,
+    rewards_topic: str,
+    model_bytes: bytes,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Dump the rewards topic and run ``ltrr learn-offline --compare`` on it against
-    ``model_bytes``: (its JSON report, its exit status)."""
+    ``model_bytes`` (``env``: ``LTRR_*`` settings it shares with the worker): (its JSON
+    report, its exit status)."""
     dump = tmp_path / "rewards.json"
     dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, rewards_topic)))
     model = tmp_path / "snapshot.vw"
@@ -69,5 +75,6 @@ def learn_offline_against(
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
     return orjson.loads(result.stdout), result.returncode
