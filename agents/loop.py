@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ import orjson
 
 from ltrr.agents import metrics as m
 from ltrr.agents.adoption import Adopter
+from ltrr.agents.checkpoint_gate import CheckpointGate
 from ltrr.agents.dead_letters import send_dead_letter
 from ltrr.agents.ingest import register_ingest
 from ltrr.agents.joiner import EXPIRE_BATCH, JoinConfig, Joiner, Source
@@ -33,7 +35,8 @@ from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
 from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
-from ltrr.state.store import Batch, RocksStore, Store
+from ltrr.state.staged import StagedStore
+from ltrr.state.store import RocksStore, Store
 from ltrr.streams.follow import follow, read_partition
 from ltrr.streams.health import Health
 from ltrr.streams.logs import ThrottledLog
@@ -54,39 +57,15 @@ STUCK_AFTER_S = 30.0
 #: Seconds the learner waits, at start, to have read the snapshots topic to its end (so it can
 #: adopt a newer model before learning); it learns anyway after that, and adopts later.
 SNAPSHOTS_CATCH_UP_S = 60.0
+#: The learner and the Q2E agent take up to this many rewards at a time (one store write,
+#: one changelog batch and one checkpoint decision per batch) ...
+BATCH_MAX = 1000
+#: ... waiting at most this many seconds for a batch to fill.
+BATCH_WITHIN_S = 0.1
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class OffsetStore:
-    """A ``Store`` that adds the consumed offset to the next write, so a Q2E update and the
-    offset it covers are stored in the same atomic batch, and that remembers what was written
-    so it can be replicated to the Q2E changelog topic."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.extra: dict[bytes, bytes | None] = {}
-        self.written: list[tuple[bytes, bytes | None]] = []
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.inner.get(key)
-
-    def write(self, batch: Batch) -> None:
-        self.inner.write({**batch, **self.extra})
-        self.extra = {}
-        self.written.extend(batch.items())
-
-    def take_written(self) -> list[tuple[bytes, bytes | None]]:
-        out, self.written = self.written, []
-        return out
-
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Any:
-        return self.inner.scan(prefix, start)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass
@@ -98,7 +77,7 @@ class LoopParts:
     publisher: SnapshotPublisher
     adopter: Adopter
     memory: Q2EMemory
-    memory_store: OffsetStore
+    memory_store: StagedStore
     stores: tuple[Store, ...]
 
     def close(self) -> None:
@@ -130,7 +109,7 @@ def learner_guard(settings: Settings) -> Guard:
 def build_parts(settings: Settings, topics: Topics) -> LoopParts:
     root = Path(settings.data_dir)
     join_store, learner_store = RocksStore(root / "join"), RocksStore(root / "learner")
-    memory_store = OffsetStore(RocksStore(root / "q2e"))
+    memory_store = StagedStore(RocksStore(root / "q2e"))
     joiner = Joiner(
         join_store,
         JoinConfig(
@@ -214,21 +193,55 @@ def publish_lag(
     return set(lags)
 
 
-def register_learning_loop(
-    app: faust.App, topics: Topics, settings: Settings, health: Health | None = None
-) -> LoopParts:
-    """Declare every agent and timer of the learning loop on ``app``; report trouble that
-    makes the worker not ready to ``health``."""
-    health = health or Health()
-    parts = build_parts(settings, topics)
-    marks = Watermarks(int(settings.event_delay_s * 1000))
-    join_streams = {topics.impressions.name: "impressions", topics.actions.name: "actions"}
-    rewards = app.topic(topics.rewards.name, partitions=topics.rewards.partitions)
-    dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
-    snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
-    q2e_changelog = app.topic(topics.q2e.name, partitions=topics.q2e.partitions)
+class LearningLoop:
+    """Every agent and timer of the learning loop, one method each, over one worker's state.
+
+    The methods are registered on a Faust app by ``register_learning_loop``; the state they
+    share (join partitions owned, the learner's ack gate, the lag series shown) lives here.
+    """
+
+    def __init__(
+        self, app: faust.App, topics: Topics, settings: Settings, health: Health | None = None
+    ) -> None:
+        self.app, self.topics, self.settings = app, topics, settings
+        self.health = health or Health()
+        self.parts = parts = build_parts(settings, topics)
+        self.marks = Watermarks(int(settings.event_delay_s * 1000))
+        self.join_streams = {
+            topics.impressions.name: "impressions",
+            topics.actions.name: "actions",
+        }
+        self.rewards = app.topic(topics.rewards.name, partitions=topics.rewards.partitions)
+        self.dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
+        self.snapshots = app.topic(topics.snapshots.name, partitions=topics.snapshots.partitions)
+        self.q2e_changelog = app.topic(topics.q2e.name, partitions=topics.q2e.partitions)
+        self.join_changelog = app.topic(
+            topics.join_changelog.name, partitions=topics.join_changelog.partitions
+        )
+        self.catalog = app.topic(topics.catalog.name, partitions=topics.catalog.partitions)
+        #: Join partitions this worker owns; each event is set once its state was restored.
+        self.owned: dict[int, asyncio.Event] = {}
+        self.restoring: set[asyncio.Task[None]] = set()
+        self.outbox_lock = asyncio.Lock()
+        self.join_ok_at = time.monotonic()
+        #: Rewards handled and not acked until a learner checkpoint covers them.
+        self.gate: CheckpointGate[Any] = CheckpointGate(settings.checkpoint_every)
+        self.checkpoint_lock = asyncio.Lock()
+        self.snapshots_read = asyncio.Event()
+        self.assembler = SnapshotAssembler(
+            settings.verification_keys(), max_model_bytes=settings.max_model_bytes
+        )
+        self.refusals = ThrottledLog(log, 60.0, logging.WARNING)
+        self.lag_shown: set[tuple[str, int]] = set()
+        parts.learners.before_learn = self.before_learn
+        m.JOIN_STATE.set_function(parts.joiner.open_windows)
+        self.health.check("join_restore", self.join_restore_problem)
+        self.health.check("join", self.join_problem)
+
+    # -- producing --------------------------------------------------------------------------
 
     async def produce(
+        self,
         topic: str,
         rows: Iterable[tuple[bytes | None, bytes | None]],
         partition: int | None = None,
@@ -238,69 +251,49 @@ def register_learning_loop(
         of their acks. Straight to the producer, not through Faust's per-message channel
         machinery (FutureMessage, callbacks, sensors): the same producer Faust flushes before
         it commits the input offsets that caused these rows."""
-        producer = await app.maybe_start_producer()  # started already, except at boot
+        producer = await self.app.maybe_start_producer()  # started already, except at boot
         return [
             await producer.send(topic, key, value, partition, None, headers) for key, value in rows
         ]
 
-    async def replicate_q2e() -> None:
-        """Send the Q2E rows just written to the changelog retrieval workers replicate."""
-        await produce(q2e_changelog.get_topic_name(), parts.memory_store.take_written())
-
-    m.JOIN_STATE.set_function(parts.joiner.open_windows)
-
-    # -- join -------------------------------------------------------------------------------
-
-    def source(message: Any) -> Source:
-        return Source(
-            message.topic,
-            message.partition,
-            message.offset,
-            None if message.timestamp is None else int(message.timestamp * 1000),
-            message.key,
-            message.value,
-        )
+    async def replicate_q2e(self, rows: list[tuple[bytes, bytes | None]]) -> None:
+        """Send Q2E rows just committed to the changelog retrieval workers replicate."""
+        await self.produce(self.q2e_changelog.get_topic_name(), rows)
 
     # -- join state follows its partition ---------------------------------------------------
 
-    join_changelog = app.topic(
-        topics.join_changelog.name, partitions=topics.join_changelog.partitions
-    )
-    #: Join partitions this worker owns; each event is set once its state was restored.
-    owned: dict[int, asyncio.Event] = {}
-    restoring: set[asyncio.Task[None]] = set()
-
-    def take(partition: int) -> asyncio.Event:
+    def take(self, partition: int) -> asyncio.Event:
         """Own ``partition``: restore its state in the background; returns its event."""
-        done = owned[partition] = asyncio.Event()
-        task = asyncio.ensure_future(restore(partition, done))
-        restoring.add(task)
-        task.add_done_callback(restoring.discard)
+        done = self.owned[partition] = asyncio.Event()
+        task = asyncio.ensure_future(self.restore(partition, done))
+        self.restoring.add(task)
+        task.add_done_callback(self.restoring.discard)
         return done
 
-    async def restore(partition: int, done: asyncio.Event) -> None:
+    async def restore(self, partition: int, done: asyncio.Event) -> None:
         """Replay the changelog of ``partition`` into the local store, then let the join
         touch it. Retries until it succeeds or the partition is taken away."""
+        joiner, settings = self.parts.joiner, self.settings
         started = time.perf_counter()
         applied = 0
 
         def apply(records: list[Any]) -> None:
             nonlocal applied
             rows = [(r.key, r.value) for r in records]
-            applied += parts.joiner.restore(partition, rows, records[-1].offset + 1)
+            applied += joiner.restore(partition, rows, records[-1].offset + 1)
 
-        while owned.get(partition) is done:
+        while self.owned.get(partition) is done:
             try:
                 end = await read_partition(
                     settings.broker,
-                    topics.join_changelog.name,
+                    self.topics.join_changelog.name,
                     partition,
-                    parts.joiner.changelog_position(partition),
+                    joiner.changelog_position(partition),
                     apply,
                     settings.max_message_bytes + 1024 * 1024,
                     aiokafka_kwargs(settings),
                 )
-                parts.joiner.restore(partition, [], end)
+                joiner.restore(partition, [], end)
                 done.set()
                 m.JOIN_RESTORES.inc()
                 m.JOIN_RESTORE_ROWS.inc(applied)
@@ -319,89 +312,92 @@ def register_learning_loop(
                 errors.report(f"restoring join partition {partition} failed; retrying", exc)
                 await asyncio.sleep(2.0)
 
-    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
-        mine = {tp.partition for tp in assigned if tp.topic == topics.impressions.name}
-        for partition in set(owned) - mine:  # moved elsewhere: never emit for it again
-            del owned[partition]
-            marks.forget([partition])
-        for partition in mine - set(owned):
-            take(partition)
+    async def on_assigned(self, sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == self.topics.impressions.name}
+        for partition in set(self.owned) - mine:  # moved elsewhere: never emit for it again
+            del self.owned[partition]
+            self.marks.forget([partition])
+        for partition in mine - set(self.owned):
+            self.take(partition)
 
-    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
-
-    async def ready(partition: int) -> None:
-        done = owned.get(partition)
+    async def ready(self, partition: int) -> None:
+        done = self.owned.get(partition)
         if done is None:  # delivered before the assignment signal: own it now
-            done = take(partition)
+            done = self.take(partition)
         await done.wait()
 
-    async def send_changes() -> None:
+    def restored_partitions(self) -> list[int]:
+        return sorted(p for p, done in self.owned.items() if done.is_set())
+
+    def join_restore_problem(self) -> str | None:
+        restoring = [p for p, done in sorted(self.owned.items()) if not done.is_set()]
+        if restoring:
+            return "restoring join state of partitions " + ", ".join(map(str, restoring))
+        return None
+
+    async def send_changes(self) -> None:
         """Hand the join's writes to the changelog (the producer batches them; Faust flushes
         the producer before it commits the input offsets that caused them)."""
-        for partition, rows in parts.joiner.take_changes().items():
-            await produce(join_changelog.get_topic_name(), rows, partition)
+        for partition, rows in self.parts.joiner.take_changes().items():
+            await self.produce(self.join_changelog.get_topic_name(), rows, partition)
 
-    health.check(
-        "join_restore",
-        lambda: (
-            "restoring join state of partitions "
-            + ", ".join(str(p) for p, done in sorted(owned.items()) if not done.is_set())
-            if any(not done.is_set() for done in owned.values())
-            else None
-        ),
-    )
+    # -- join -------------------------------------------------------------------------------
 
-    async def on_impression(event: dict[str, Any], message: Any) -> None:
-        await ready(message.partition)
-        m.child(m.JOIN_EVENTS, parts.joiner.on_impression(event, source(message)).verdict).inc()
-        marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
-        await send_changes()
+    @staticmethod
+    def source(message: Any) -> Source:
+        return Source(
+            message.topic,
+            message.partition,
+            message.offset,
+            None if message.timestamp is None else int(message.timestamp * 1000),
+            message.key,
+            message.value,
+        )
 
-    async def on_action(event: dict[str, Any], message: Any) -> None:
-        await ready(message.partition)
-        effect = parts.joiner.on_action(event, source(message))
-        marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
-        await send_changes()
+    async def on_impression(self, event: dict[str, Any], message: Any) -> None:
+        await self.ready(message.partition)
+        effect = self.parts.joiner.on_impression(event, self.source(message))
+        m.child(m.JOIN_EVENTS, effect.verdict).inc()
+        self.marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
+        await self.send_changes()
+
+    async def on_action(self, event: dict[str, Any], message: Any) -> None:
+        await self.ready(message.partition)
+        effect = self.parts.joiner.on_action(event, self.source(message))
+        self.marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
+        await self.send_changes()
         m.child(m.JOIN_EVENTS, effect.verdict).inc()
         if effect.verdict == "late":
             m.LATE_ACTIONS.inc()
 
-    register_ingest(app, topics, settings, on_impression=on_impression, on_action=on_action)
-    outbox_lock = asyncio.Lock()
-
-    async def flush_outbox() -> None:
+    async def flush_outbox(self) -> None:
         """Send the outbox in chunks: every message of a chunk is handed to the producer
         (which batches them), then the acks are awaited and the chunk forgotten at once."""
-        async with outbox_lock:
-            for partition in restored_partitions():
-                await flush_partition(partition)
+        async with self.outbox_lock:
+            for partition in self.restored_partitions():
+                await self.flush_partition(partition)
             m.OUTBOX_PENDING.set(0)
 
-    def restored_partitions() -> list[int]:
-        return sorted(p for p, done in owned.items() if done.is_set())
+    async def flush_partition(self, partition: int) -> None:
+        joiner = self.parts.joiner
+        while chunk := list(joiner.outbox(partition, limit=OUTBOX_CHUNK)):
+            if self.owned.get(partition) is None:
+                return  # taken away meanwhile: its new owner sends the rest
+            futures = []
+            for entry in chunk:
+                topic = self.rewards if entry.topic == "rewards" else self.dlq
+                headers = [(REASON_HEADER, entry.reason.encode())] if entry.topic == "dlq" else []
+                futures += await self.produce(
+                    topic.get_topic_name(), [(entry.key, entry.value)], headers=headers
+                )
+            await asyncio.gather(*futures)
+            joiner.sent(partition, chunk)
+            await self.send_changes()
+            for entry in chunk:
+                self.count_sent(entry)
+            m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
 
-    async def flush_partition(partition: int) -> None:
-        if True:
-            while chunk := list(parts.joiner.outbox(partition, limit=OUTBOX_CHUNK)):
-                if owned.get(partition) is None:
-                    return  # taken away meanwhile: its new owner sends the rest
-                futures = []
-                for entry in chunk:
-                    topic = rewards if entry.topic == "rewards" else dlq
-                    headers = (
-                        [(REASON_HEADER, entry.reason.encode())] if entry.topic == "dlq" else []
-                    )
-                    futures += await produce(
-                        topic.get_topic_name(), [(entry.key, entry.value)], headers=headers
-                    )
-                await asyncio.gather(*futures)
-                parts.joiner.sent(partition, chunk)
-                await send_changes()
-                for entry in chunk:
-                    count_sent(entry)
-                m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
-
-    def count_sent(entry: Any) -> None:
+    def count_sent(self, entry: Any) -> None:
         if entry.kind == "reward":
             if entry.plan is None or entry.reward is None:  # an entry of an older worker
                 reward = orjson.loads(entry.value)["ltrr"]
@@ -412,79 +408,72 @@ def register_learning_loop(
             m.child(m.REWARD_SUM, plan).inc(value)
         elif entry.kind == "orphan_action":
             m.ORPHAN_ACTIONS.inc()
-            m.DLQ_EVENTS.labels(topics.actions.name, "orphan_action").inc()
+            m.DLQ_EVENTS.labels(self.topics.actions.name, "orphan_action").inc()
         elif entry.kind == "join_failed":
-            m.DLQ_EVENTS.labels(topics.impressions.name, entry.reason).inc()
+            m.DLQ_EVENTS.labels(self.topics.impressions.name, entry.reason).inc()
 
-    async def advance_watermarks() -> dict[int, int]:
+    async def advance_watermarks(self) -> dict[int, int]:
         """Ask the broker where the join's partitions end, and return their watermarks."""
-        ends = await log_ends(app.consumer, 2 * LAG_INTERVAL_S, set(join_streams))
-        committed = getattr(app.consumer, "_committed_offset", {})  # Faust's, set on assignment
+        consumer = self.app.consumer
+        ends = await log_ends(consumer, 2 * LAG_INTERVAL_S, set(self.join_streams))
+        committed = getattr(consumer, "_committed_offset", {})  # Faust's, set on assignment
         now = now_ms()
         for (topic, partition), (highwater, _) in ends.items():
             at = committed.get((topic, partition))  # a TP is a (topic, partition) tuple
-            marks.log_end(join_streams[topic], partition, highwater, at, now)
-        watermarks = marks.current(restored_partitions())
+            self.marks.log_end(self.join_streams[topic], partition, highwater, at, now)
+        watermarks = self.marks.current(self.restored_partitions())
         if watermarks:
             m.JOIN_WATERMARK_DELAY.set(max(0.0, (now - min(watermarks.values())) / 1000))
         return watermarks
 
-    join_ok = {"at": time.monotonic()}
-
-    @app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")
-    async def join_tick() -> None:
+    async def join_tick(self) -> None:
+        """Timer: close the windows the watermarks passed and send the outbox."""
         try:
-            if app.rebalancing:  # the assignment is changing: nothing closes meanwhile
+            if self.app.rebalancing:  # the assignment is changing: nothing closes meanwhile
                 return
-            watermarks = await advance_watermarks()
+            watermarks = await self.advance_watermarks()
             while True:
-                effects = parts.joiner.expire(watermarks, now_ms())
-                await send_changes()
+                effects = self.parts.joiner.expire(watermarks, now_ms())
+                await self.send_changes()
                 for effect in effects:
                     m.child(m.JOIN_EVENTS, effect.verdict).inc()
-                await flush_outbox()
+                await self.flush_outbox()
                 if len(effects) < EXPIRE_BATCH:
                     break
-            join_ok["at"] = time.monotonic()
+            self.join_ok_at = time.monotonic()
         except Exception as exc:  # keep the worker alive; the outbox is retried next tick
             m.LOOP_ERRORS.labels("join").inc()
             errors.report("join tick failed; retrying on the next tick", exc)
 
-    health.check(
-        "join",
-        lambda: (
-            f"the join has not completed a tick for {time.monotonic() - join_ok['at']:.0f} s "
-            "(broker unreachable or a failing tick; see ltrr_loop_errors_total)"
-            if time.monotonic() - join_ok["at"] > STUCK_AFTER_S
-            else None
-        ),
-    )
+    def join_problem(self) -> str | None:
+        stuck = time.monotonic() - self.join_ok_at
+        if stuck > STUCK_AFTER_S:
+            return (
+                f"the join has not completed a tick for {stuck:.0f} s "
+                "(broker unreachable or a failing tick; see ltrr_loop_errors_total)"
+            )
+        return None
 
     # -- learn + snapshot -----------------------------------------------------------------
 
-    unacked: list[Any] = []
-    since_checkpoint = 0
-    checkpoint_lock = asyncio.Lock()
-
-    async def checkpoint(force_snapshot: bool = False) -> None:
-        nonlocal since_checkpoint
-        async with checkpoint_lock:
-            parts.learners.checkpoint()
+    async def checkpoint(self, force_snapshot: bool = False) -> None:
+        """Store what was learned, ack the rewards it covers, publish snapshots due."""
+        learners, publisher = self.parts.learners, self.parts.publisher
+        async with self.checkpoint_lock:
+            covered = self.gate.checkpoint(learners.checkpoint)
             m.CHECKPOINTS.inc()
-            for event in unacked:
+            for event in covered:
                 event.ack()
-            unacked.clear()
-            since_checkpoint = 0
-            for name in parts.learners.models:
-                m.LEARNER_LOSS.labels(name).set(parts.learners.average_loss(name))
-            for name in parts.publisher.due(force=force_snapshot):
-                await publish(name)
+            for name in learners.models:
+                m.LEARNER_LOSS.labels(name).set(learners.average_loss(name))
+            for name in publisher.due(force=force_snapshot):
+                await self.publish(name)
 
-    async def publish(name: str) -> None:
+    async def publish(self, name: str) -> None:
         started = time.perf_counter()
-        version, messages, size = parts.publisher.encode(name, now_ms())
+        version, messages, size = self.parts.publisher.encode(name, now_ms())
         for key, value in messages:
-            fut = await snapshots.send(key=key, value=value)
+            fut = await self.snapshots.send(key=key, value=value)
             await fut
         m.MODEL_VERSION.labels(name).set(version)
         m.SNAPSHOT_BYTES.labels(name).set(size)
@@ -495,53 +484,49 @@ def register_learning_loop(
 
     # -- follow the snapshots topic: adopt rollbacks, resets and takeovers ----------------
 
-    snapshots_read = asyncio.Event()
-    assembler = SnapshotAssembler(
-        settings.verification_keys(), max_model_bytes=settings.max_model_bytes
-    )
-    refusals = ThrottledLog(log, 60.0, logging.WARNING)
-
-    def on_snapshots(records: list[Any]) -> None:
+    def on_snapshots(self, records: list[Any]) -> None:
         for record in records:
-            result = assembler.feed(record.key, record.value)
+            result = self.assembler.feed(record.key, record.value)
             if isinstance(result, Loaded):
-                verdict = parts.adopter.offer(result.header, result.model_bytes)
+                verdict = self.parts.adopter.offer(result.header, result.model_bytes)
                 m.SNAPSHOTS_FOLLOWED.labels(verdict).inc()
             elif isinstance(result, Rejected):
                 verdict = "older" if result.reason == "stale_version" else "refused"
                 m.SNAPSHOTS_FOLLOWED.labels(verdict).inc()
                 if verdict == "refused":
-                    refusals.report(f"snapshot refused ({result.reason})", detail=result.detail)
+                    self.refusals.report(
+                        f"snapshot refused ({result.reason})", detail=result.detail
+                    )
 
-    def before_learn(name: str) -> None:
-        offer = parts.adopter.adopt(name)
+    def before_learn(self, name: str) -> None:
+        offer = self.parts.adopter.adopt(name)
         if offer is not None:
             m.SNAPSHOTS_FOLLOWED.labels("adopted").inc()
             m.MODEL_VERSION.labels(name).set(offer.version)
 
-    parts.learners.before_learn = before_learn
-
-    @app.task
-    async def follow_snapshots() -> None:
+    async def follow_snapshots(self) -> None:
+        """Task: read the snapshots topic for as long as the worker runs."""
+        settings = self.settings
         await follow(
             settings.broker,
-            topics.snapshots.name,
-            on_snapshots,
-            snapshots_read,
+            self.topics.snapshots.name,
+            self.on_snapshots,
+            self.snapshots_read,
             settings.max_message_bytes + 1024 * 1024,
             aiokafka_kwargs(settings),
             on_error=lambda: m.LOOP_ERRORS.labels("snapshots").inc(),
         )
 
-    def check_log_reset(message: Any) -> None:
+    def check_log_reset(self, message: Any) -> None:
         """A rewards partition whose log ends below the learner's position was recreated
         (broker data lost, topic deleted): the learner starts over on the new log, learning
         what it has not seen (EventIds already learned are still skipped), instead of
         skipping every new reward as replayed."""
-        position = parts.learners.position(message.partition)
+        learners = self.parts.learners
+        position = learners.position(message.partition)
         if message.offset >= position:
             return
-        highwater = app.consumer.highwater(message.tp)
+        highwater = self.app.consumer.highwater(message.tp)
         if highwater is None or highwater >= position:
             return  # a replay after a restart: offsets below the checkpoint are learned
         log.warning(
@@ -553,76 +538,86 @@ def register_learning_loop(
             message.offset,
         )
         m.LEARNER_LOG_RESETS.inc()
-        parts.learners.reset_position(message.partition, message.offset)
+        learners.reset_position(message.partition, message.offset)
 
-    @app.agent(rewards, name="ltrr.learner")
-    async def learn(stream: Any) -> None:
-        nonlocal since_checkpoint
+    async def learn(self, stream: Any) -> None:
+        """Agent: learn every reward, a poll at a time; ack only what a checkpoint covers."""
         try:
-            await asyncio.wait_for(snapshots_read.wait(), SNAPSHOTS_CATCH_UP_S)
+            await asyncio.wait_for(self.snapshots_read.wait(), SNAPSHOTS_CATCH_UP_S)
         except TimeoutError:
             log.warning(
                 "snapshots topic not read to its end in %.0f s; learning anyway",
                 SNAPSHOTS_CATCH_UP_S,
             )
         async for event in stream.noack().events():
+            await self.learn_batch([event])
+
+    async def learn_batch(self, events: Sequence[Any]) -> None:
+        learners = self.parts.learners
+        for event in events:
             message = event.message
-            check_log_reset(message)
-            verdict = parts.learners.learn(message.value, message.partition, message.offset)
+            self.check_log_reset(message)
+            verdict = learners.learn(message.value, message.partition, message.offset)
             m.child(m.LEARNER_EXAMPLES, verdict.model or "-", verdict.kind).inc()
             if verdict.kind == "invalid":
                 await send_dead_letter(
-                    dlq,
+                    self.dlq,
                     "rewards",
                     message,
                     Rejection(verdict.reason, verdict.detail, verdict.field),
-                    max_message_bytes=settings.max_message_bytes,
+                    max_message_bytes=self.settings.max_message_bytes,
                 )
-            unacked.append(event)
-            since_checkpoint += verdict.kind == "learned"
-            if since_checkpoint >= settings.checkpoint_every:
-                await checkpoint()
+            self.gate.hold(event, verdict.kind == "learned")
+        if self.gate.due:
+            await self.checkpoint()
 
-    @app.timer(interval=settings.checkpoint_interval_s, name="ltrr.learner.checkpoint")
-    async def checkpoint_tick() -> None:
+    async def checkpoint_tick(self) -> None:
+        """Timer: checkpoint what was learned since the last one, and publish what is due."""
         try:
-            if unacked or parts.publisher.due():
-                await checkpoint()
+            if self.gate.held or self.parts.publisher.due():
+                await self.checkpoint()
         except Exception as exc:  # keep the worker alive; unacked rewards stay unacked
             m.LOOP_ERRORS.labels("checkpoint").inc()
             errors.report("checkpoint failed; retrying on the next tick", exc)
 
     # -- consumer lag ----------------------------------------------------------------------
 
-    lag_shown: set[tuple[str, int]] = set()
-
-    @app.timer(interval=LAG_INTERVAL_S, name="ltrr.consumer.lag")
-    async def lag_tick() -> None:
-        nonlocal lag_shown
+    async def lag_tick(self) -> None:
+        """Timer: measure the lag of every assigned partition."""
         try:
-            if app.rebalancing:  # the assignment is changing: measure on the next tick
+            if self.app.rebalancing:  # the assignment is changing: measure on the next tick
                 return
-            lags = await consumer_lag(app.consumer, timeout_s=2 * LAG_INTERVAL_S)
-            lag_shown = publish_lag(lags, lag_shown)
+            lags = await consumer_lag(self.app.consumer, timeout_s=2 * LAG_INTERVAL_S)
+            self.lag_shown = publish_lag(lags, self.lag_shown)
         except Exception as exc:  # keep the worker alive; stale values are dropped
             m.LOOP_ERRORS.labels("lag").inc()
-            lag_shown = publish_lag({}, lag_shown)  # unknown is not "the last value"
+            self.lag_shown = publish_lag({}, self.lag_shown)  # unknown is not "the last value"
             errors.report("consumer lag measurement failed; retrying on the next tick", exc)
 
     # -- remember (Q2E) -------------------------------------------------------------------
 
-    @app.agent(rewards, name="ltrr.q2e")
-    async def remember(stream: Any) -> None:
-        async for event in stream.events():
+    async def remember(self, stream: Any) -> None:
+        """Agent: fold rewards into the Q2E memory, a poll at a time."""
+        async for event in stream.noack().events():
+            await self.remember_batch([event])
+
+    async def remember_batch(self, events: Sequence[Any]) -> None:
+        """Fold ``events`` into the memory, commit the rows and the offsets they cover in
+        one write, replicate the rows, then ack. Rewards below the stored offset were folded
+        in before a restart and are skipped (unless the topic was recreated)."""
+        store, memory = self.parts.memory_store, self.parts.memory
+        offsets: dict[int, int] = {}
+        records: Counter[str] = Counter()
+        for event in events:
             message = event.message
-            position_key = f"offset/{message.partition}".encode()
-            position = parts.memory_store.get(position_key)
-            if position is not None and message.offset < int(position):
-                highwater = app.consumer.highwater(message.tp)
-                if highwater is None or highwater >= int(position):
+            position = offsets.get(message.partition, store.offset(message.partition))
+            if position is not None and message.offset < position:
+                highwater = self.app.consumer.highwater(message.tp)
+                if highwater is None or highwater >= position:
                     continue  # already folded in before a restart
                 log.warning(
-                    "rewards partition %d was recreated; Q2E follows the new log", message.partition
+                    "rewards partition %d was recreated; Q2E follows the new log",
+                    message.partition,
                 )
             try:
                 reward = orjson.loads(message.value)
@@ -633,19 +628,21 @@ def register_learning_loop(
                     raise TypeError("query/shown")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 continue  # the learner dead-letters invalid rewards
-            parts.memory_store.extra = {position_key: str(message.offset + 1).encode()}
-            parts.memory.record(query, shown, actions, at)
-            if parts.memory_store.extra:  # record() wrote nothing: keep the offset anyway
-                parts.memory_store.write({})
-            await replicate_q2e()
-            m.child(m.Q2E_RECORDS, "late" if part["late"] else "on_time").inc()
+            offsets[message.partition] = message.offset + 1
+            memory.record(query, shown, actions, at)
+            records["late" if part["late"] else "on_time"] += 1
+        rows = store.commit(offsets)  # synchronously after the records: no other writer
+        await self.replicate_q2e(rows)
+        for event in events:
+            event.ack()
+        for label, n in records.items():
+            m.child(m.Q2E_RECORDS, label).inc(n)
 
     # -- catalog: cold-start Q2E predictions for new entities -------------------------------
 
-    catalog = app.topic(topics.catalog.name, partitions=topics.catalog.partitions)
-
-    @app.agent(catalog, name="ltrr.catalog")
-    async def index_catalog(stream: Any) -> None:
+    async def index_catalog(self, stream: Any) -> None:
+        """Agent: index catalog entities for predicted Q2E scores."""
+        settings = self.settings
         async for event in stream.events():
             message = event.message
             if message.value is None:  # a compaction tombstone: the entity was deleted
@@ -661,17 +658,21 @@ def register_learning_loop(
             if isinstance(result, Rejection):
                 m.CATALOG_EVENTS.labels("rejected").inc()
                 await send_dead_letter(
-                    dlq, "catalog", message, result, max_message_bytes=settings.max_message_bytes
+                    self.dlq,
+                    "catalog",
+                    message,
+                    result,
+                    max_message_bytes=settings.max_message_bytes,
                 )
                 continue
-            parts.memory.index_entity(result)
-            await replicate_q2e()
+            self.parts.memory.index_entity(result)
+            await self.replicate_q2e(self.parts.memory_store.commit())
             m.CATALOG_EVENTS.labels("indexed").inc()
 
     # -- Q2E view for retrieval workers ---------------------------------------------------
 
-    @app.page("/q2e")
-    async def q2e_view(web: Any, request: Any) -> Any:
+    async def q2e_view(self, web: Any, request: Any) -> Any:
+        """``GET /q2e?query=TEXT&k=N``: the memory's top entities for a query."""
         query = request.query.get("query", "")
         try:
             k = int(request.query.get("k", "50"))
@@ -679,7 +680,7 @@ def register_learning_loop(
             k = -1
         if not query.strip() or not 1 <= k <= 1000:
             return web.json({"error": "give ?query=TEXT and optionally k=1..1000"}, status=400)
-        scores = parts.memory.scores(query, now_ms(), k)
+        scores = self.parts.memory.scores(query, now_ms(), k)
         return web.json(
             {
                 "query": query,
@@ -690,7 +691,32 @@ def register_learning_loop(
             }
         )
 
-    return parts
+
+def register_learning_loop(
+    app: faust.App, topics: Topics, settings: Settings, health: Health | None = None
+) -> LoopParts:
+    """Declare every agent and timer of the learning loop on ``app``; report trouble that
+    makes the worker not ready to ``health``."""
+    loop = LearningLoop(app, topics, settings, health)
+    app.on_partitions_assigned.connect(loop.on_assigned)  # type: ignore[arg-type]
+    register_ingest(
+        app, topics, settings, on_impression=loop.on_impression, on_action=loop.on_action
+    )
+    app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")(loop.join_tick)
+    app.task(loop.follow_snapshots)
+    app.agent(loop.rewards, name="ltrr.learner")(loop.learn)
+    app.timer(interval=settings.checkpoint_interval_s, name="ltrr.learner.checkpoint")(
+        loop.checkpoint_tick
+    )
+    app.timer(interval=LAG_INTERVAL_S, name="ltrr.consumer.lag")(loop.lag_tick)
+    app.agent(loop.rewards, name="ltrr.q2e")(loop.remember)
+    app.agent(loop.catalog, name="ltrr.catalog")(loop.index_catalog)
+
+    @app.page("/q2e")
+    async def q2e_view(web: Any, request: Any) -> Any:
+        return await loop.q2e_view(web, request)
+
+    return loop.parts
 
 
 def _timestamp_ms(iso: str) -> int:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from ltrr.state.exceptions import StateError
-from ltrr.state.store import RocksStore, Store
+from ltrr.state.staged import StagedStore
+from ltrr.state.store import MemoryStore, RocksStore, Store
+
+
+@pytest.fixture(params=["memory", "rocksdb", "staged"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every ``Store``: both backends, and staged writes over RocksDB (read before commit)."""
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "rocksdb":
+        s = RocksStore(tmp_path / "db")
+    else:
+        s = StagedStore(RocksStore(tmp_path / "db"))
+        s.inner.write({b"d/9": b"committed before"})  # a scan merges inner and staged rows
+        s.write({b"d/9": None})
+    yield s
+    s.close()
 
 
 def test_batch_puts_and_deletes(store: Store) -> None:
@@ -67,3 +85,40 @@ def test_second_opener_gets_an_actionable_error(tmp_path: Path) -> None:
             RocksStore(tmp_path / "db")
     finally:
         first.close()
+
+
+def test_staged_writes_reach_the_inner_store_with_their_offsets_in_one_write() -> None:
+    writes: list[dict[bytes, bytes | None]] = []
+
+    class Recording(MemoryStore):
+        def write(self, batch: Mapping[bytes, bytes | None]) -> None:
+            writes.append(dict(batch))
+            super().write(batch)
+
+    inner = Recording()
+    inner.write({b"q/old": b"1", b"offset/0": b"7"})
+    writes.clear()
+    staged = StagedStore(inner)
+    assert staged.offset(0) == 7 and staged.offset(1) is None
+    staged.write({b"q/a": b"1"})
+    staged.write({b"q/a": b"2", b"q/old": None})
+    assert staged.get(b"q/a") == b"2" and staged.get(b"q/old") is None
+    assert list(staged.scan(b"q/")) == [(b"q/a", b"2")]
+    assert inner.get(b"q/a") is None and writes == []  # nothing stored before the commit
+    rows = staged.commit({0: 9, 1: 3})
+    assert rows == [(b"q/a", b"2"), (b"q/old", None)]  # the changelog gets no offsets
+    assert writes == [{b"q/a": b"2", b"q/old": None, b"offset/0": b"9", b"offset/1": b"3"}]
+    assert (staged.offset(0), staged.offset(1), staged.staged) == (9, 3, 0)
+    assert staged.commit() == [] and len(writes) == 1  # nothing staged: no write
+
+
+def test_a_failed_commit_keeps_what_was_staged() -> None:
+    class Failing(MemoryStore):
+        def write(self, batch: Mapping[bytes, bytes | None]) -> None:
+            raise OSError("disk full")
+
+    staged = StagedStore(Failing())
+    staged.write({b"k": b"v"})
+    with pytest.raises(OSError):
+        staged.commit({0: 5})
+    assert staged.staged == 1 and staged.get(b"k") == b"v" and staged.offset(0) is None
