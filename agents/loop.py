@@ -43,6 +43,7 @@ from ltrr.streams.logs import ThrottledLog
 from ltrr.streams.security import aiokafka_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
+from ltrr.streams.transactions import Fenced, PartitionTransactions, Row
 
 log = logging.getLogger(__name__)
 #: Repeated errors of a periodic task are logged once per interval, with a count.
@@ -223,6 +224,20 @@ class LearningLoop:
         self.owned: dict[int, asyncio.Event] = {}
         self.restoring: set[asyncio.Task[None]] = set()
         self.outbox_lock = asyncio.Lock()
+        #: Held while the join's writes are taken and handed to the producer, so a flush that
+        #: takes it next knows every row written before is in the producer's buffer.
+        self.changes_lock = asyncio.Lock()
+        #: exactly_once: the join partitions' transactional producers (None: at_least_once).
+        self.transactions = (
+            PartitionTransactions(
+                settings.broker,
+                app.conf.id,
+                aiokafka_kwargs(settings),
+                max_request_size=settings.max_message_bytes,
+            )
+            if settings.processing_guarantee == "exactly_once"
+            else None
+        )
         self.join_ok_at = time.monotonic()
         #: Rewards handled and not acked until a learner checkpoint covers them.
         self.gate: CheckpointGate[Any] = CheckpointGate(settings.checkpoint_every)
@@ -284,6 +299,8 @@ class LearningLoop:
 
         while self.owned.get(partition) is done:
             try:
+                if self.transactions is not None:  # fence the previous owner first: its
+                    await self.transactions.own(partition)  # open transaction is aborted
                 end = await read_partition(
                     settings.broker,
                     self.topics.join_changelog.name,
@@ -292,6 +309,7 @@ class LearningLoop:
                     apply,
                     settings.max_message_bytes + 1024 * 1024,
                     aiokafka_kwargs(settings),
+                    read_committed=self.transactions is not None,
                 )
                 joiner.restore(partition, [], end)
                 done.set()
@@ -315,10 +333,15 @@ class LearningLoop:
     async def on_assigned(self, sender: Any, assigned: Any = (), **kwargs: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.topics.impressions.name}
         for partition in set(self.owned) - mine:  # moved elsewhere: never emit for it again
-            del self.owned[partition]
-            self.marks.forget([partition])
+            self.disown(partition)
+            if self.transactions is not None:
+                await self.transactions.release(partition)
         for partition in mine - set(self.owned):
             self.take(partition)
+
+    def disown(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+        self.marks.forget([partition])
 
     async def ready(self, partition: int) -> None:
         done = self.owned.get(partition)
@@ -338,8 +361,9 @@ class LearningLoop:
     async def send_changes(self) -> None:
         """Hand the join's writes to the changelog (the producer batches them; Faust flushes
         the producer before it commits the input offsets that caused them)."""
-        for partition, rows in self.parts.joiner.take_changes().items():
-            await self.produce(self.join_changelog.get_topic_name(), rows, partition)
+        async with self.changes_lock:
+            for partition, rows in self.parts.joiner.take_changes().items():
+                await self.produce(self.join_changelog.get_topic_name(), rows, partition)
 
     # -- join -------------------------------------------------------------------------------
 
@@ -383,6 +407,10 @@ class LearningLoop:
         while chunk := list(joiner.outbox(partition, limit=OUTBOX_CHUNK)):
             if self.owned.get(partition) is None:
                 return  # taken away meanwhile: its new owner sends the rest
+            if self.transactions is not None:
+                if not await self.send_in_transaction(partition, chunk):
+                    return
+                continue
             futures = []
             for entry in chunk:
                 topic = self.rewards if entry.topic == "rewards" else self.dlq
@@ -396,6 +424,42 @@ class LearningLoop:
             for entry in chunk:
                 self.count_sent(entry)
             m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
+
+    async def send_in_transaction(self, partition: int, chunk: list[Any]) -> bool:
+        """exactly_once: send ``chunk`` and the changelog rows that mark it sent in one
+        transaction of ``partition``; False if another worker owns the partition now.
+
+        The rows that created the chunk's entries reached the changelog outside the
+        transaction; they are acknowledged first (every write before this flush is in the
+        producer's buffer once ``changes_lock`` was free), so a deletion can never precede
+        its creation in the log."""
+        assert self.transactions is not None
+        async with self.changes_lock:
+            pass
+        await (await self.app.maybe_start_producer()).flush()
+        changelog = self.join_changelog.get_topic_name()
+        rows = [
+            Row(
+                (self.rewards if entry.topic == "rewards" else self.dlq).get_topic_name(),
+                entry.key,
+                entry.value,
+                headers=[(REASON_HEADER, entry.reason.encode())] if entry.topic == "dlq" else None,
+            )
+            for entry in chunk
+        ]
+        rows += [Row(changelog, entry.seq_key, None, partition) for entry in chunk]
+        try:
+            await self.transactions.send(partition, rows)
+        except Fenced as exc:
+            log.warning("%s; this worker stops emitting for it", exc)
+            m.LOOP_ERRORS.labels("fenced").inc()
+            self.disown(partition)
+            return False
+        self.parts.joiner.sent(partition, chunk, log=False)
+        for entry in chunk:
+            self.count_sent(entry)
+        m.OUTBOX_PENDING.set(len(chunk) if len(chunk) == OUTBOX_CHUNK else 0)
+        return True
 
     def count_sent(self, entry: Any) -> None:
         if entry.kind == "reward":
@@ -549,8 +613,8 @@ class LearningLoop:
                 "snapshots topic not read to its end in %.0f s; learning anyway",
                 SNAPSHOTS_CATCH_UP_S,
             )
-        async for event in stream.noack().events():
-            await self.learn_batch([event])
+        async for events in stream.noack().noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            await self.learn_batch(events)
 
     async def learn_batch(self, events: Sequence[Any]) -> None:
         learners = self.parts.learners
@@ -598,8 +662,8 @@ class LearningLoop:
 
     async def remember(self, stream: Any) -> None:
         """Agent: fold rewards into the Q2E memory, a poll at a time."""
-        async for event in stream.noack().events():
-            await self.remember_batch([event])
+        async for events in stream.noack().noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            await self.remember_batch(events)
 
     async def remember_batch(self, events: Sequence[Any]) -> None:
         """Fold ``events`` into the memory, commit the rows and the offsets they cover in
