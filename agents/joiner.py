@@ -421,12 +421,14 @@ class Joiner:
                 entry.get("reward"),
             )
 
-    def sent(self, partition: int, entries: Outgoing | list[Outgoing]) -> None:
-        """The broker acknowledged ``entries`` of ``partition`` (oldest first): forget them."""
+    def sent(self, partition: int, entries: Outgoing | list[Outgoing], *, log: bool = True) -> None:
+        """The broker acknowledged ``entries`` of ``partition`` (oldest first): forget them.
+        ``log=False``: their deletions reached the changelog already (in the transaction that
+        sent them), so they are not handed to ``take_changes`` again."""
         done = [entries] if isinstance(entries, Outgoing) else entries
         if not done:
             return
-        self._write(partition, dict.fromkeys((e.seq_key for e in done), None))
+        self._write(partition, dict.fromkeys((e.seq_key for e in done), None), log=log)
         part = self._part(partition)
         last = max(e.seq_key for e in done)
         if last >= part.out_from:
@@ -464,7 +466,7 @@ class Joiner:
         partitions touched since start."""
         return sum(part.pending for part in self._parts.values())
 
-    def _write(self, p: int, batch: dict[bytes, bytes | None]) -> None:
+    def _write(self, p: int, batch: dict[bytes, bytes | None], *, log: bool = True) -> None:
         """Write ``batch`` (keys of partition ``p``) atomically, record it for the changelog,
         then count the deadlines it adds and removes.
 
@@ -473,7 +475,8 @@ class Joiner:
         """
         part = self._part(p)  # read before the write, so the batch is counted once
         self.store.write(batch)
-        self._changes.setdefault(p, []).extend(batch.items())
+        if log:
+            self._changes.setdefault(p, []).extend(batch.items())
         due = _k(p, "due/")
         for key, value in batch.items():
             if key.startswith(due):

@@ -51,6 +51,7 @@ WORKER_SETTINGS = (
     "late_horizon_s",
     "join_tick_s",
     "event_delay_s",
+    "processing_guarantee",
     "max_clock_skew_s",
     "max_event_age_s",
     "max_event_bytes",

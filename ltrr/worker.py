@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -16,9 +17,10 @@ from ltrr.streams.app import create_app
 from ltrr.streams.exceptions import SettingsError
 from ltrr.streams.health import Health
 from ltrr.streams.logs import logging_config
-from ltrr.streams.security import describe, kafka_python_kwargs
+from ltrr.streams.security import aiokafka_kwargs, describe, kafka_python_kwargs
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
+from ltrr.streams.transactions import check_transactions
 from ltrr.streams.web import register_ops_pages
 
 
@@ -64,6 +66,9 @@ def run_worker(settings: Settings, *, verbose: bool = False) -> None:
     )
     log.info("topics: %s", outcome)
     check_copartitioned(outcome, [topics.impressions.name, topics.actions.name])
+    if settings.processing_guarantee == "exactly_once":
+        asyncio.run(check_transactions(settings.broker, settings.app_id, aiokafka_kwargs(settings)))
+        log.info("exactly_once: the join sends its outbox in Kafka transactions")
     if settings.web_port == 0:  # any free port (Faust itself needs a number)
         settings = settings.with_overrides(web_port=free_port(settings.web_host))
     log.info(

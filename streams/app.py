@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from ltrr.schemas import codec
 from ltrr.streams.security import faust_app_kwargs
@@ -25,7 +27,7 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
     codec.register()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id or settings.app_id,
         broker=settings.broker_url,
         datadir=str(data_dir),
@@ -59,4 +61,33 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
         # checkpoint holds the model, offsets and seen EventIds together), as after a crash.
         stream_wait_empty=False,
         **faust_app_kwargs(settings),
+    )
+    if settings.processing_guarantee == "exactly_once":
+        read_committed(app)
+    return app
+
+
+class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # read by start(), which comes later
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
+def read_committed(app: faust.App) -> None:
+    """Make ``app``'s consumer read committed data only (Kafka's ``read_committed``), without
+    Faust's own exactly-once mode (which would route every send of ltrr's agents through
+    per-partition transactions of its own): the join's transactions are ltrr's
+    (``streams/transactions.py``), and the learner and Q2E must never see an aborted copy."""
+    app._new_transport = lambda: _ReadCommittedTransport(  # type: ignore[method-assign]
+        app.conf.broker_consumer, app
     )

@@ -169,13 +169,19 @@ async def read_partition(
     handle: Handler,
     max_bytes: int,
     client_kwargs: Mapping[str, Any] | None = None,
+    *,
+    read_committed: bool = False,
 ) -> int:
     """Apply the records of one partition from offset ``start`` up to its end (as the broker
     reported it when reading began) with ``handle``, a fetched batch at a time; return the
-    offset after the last record applied."""
+    offset after the last record applied. ``read_committed``: only records of committed
+    transactions, up to the last stable offset."""
     from aiokafka import TopicPartition
 
-    consumer = _consumer(bootstrap, max_bytes, client_kwargs or {})
+    kwargs = dict(client_kwargs or {})
+    if read_committed:
+        kwargs["isolation_level"] = "read_committed"
+    consumer = _consumer(bootstrap, max_bytes, kwargs)
     try:
         await consumer.start()  # inside: a failed start is stopped too
         tp = TopicPartition(topic, partition)

@@ -34,6 +34,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 RewardAggregation = Literal["max", "sum", "earliest"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 SECURITY_PROTOCOLS: tuple[str, ...] = get_args(SecurityProtocol)
 SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
 
@@ -123,6 +124,13 @@ class Settings:
     #: minus this delay. An impression delivered later than this (and later than the reward
     #: window) after its actions turns them into orphans.
     event_delay_s: float = setting(15.0, gt=0)
+    #: at_least_once: rewards may reach the rewards topic twice after a crash or a partition
+    #: move (identical copies; the learner learns each EventId once). exactly_once: each join
+    #: partition sends its rewards and the changelog rows marking them sent in one Kafka
+    #: transaction, a worker that loses a partition is fenced, and the learner, Q2E and restores
+    #: read committed data only: no copy is ever visible. Needs Apache Kafka (tansu has no
+    #: transactions).
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
     #: Events whose timestamp_ms lies more than this many seconds ahead of the worker's clock
     #: are dead-lettered (invalid_value, field timestamp_ms).
     max_clock_skew_s: float = setting(3600.0, gt=0)

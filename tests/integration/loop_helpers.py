@@ -15,11 +15,15 @@ from kafka import KafkaConsumer
 from ltrr.schemas.snapshot import Loaded, SnapshotAssembler
 
 
-def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:
-    """Every record of ``topic`` from the beginning, in partition-then-offset order."""
+def read_topic(
+    bootstrap: str, topic: str, *, idle_ms: int = 2000, read_committed: bool = False
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning, in partition-then-offset order
+    (``read_committed``: only those of committed transactions, as ltrr's learner reads)."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=idle_ms,
@@ -31,8 +35,10 @@ def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
-def rewards(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in read_topic(bootstrap, topic)]
+def rewards(bootstrap: str, topic: str, *, read_committed: bool = False) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(r.value) for r in read_topic(bootstrap, topic, read_committed=read_committed)
+    ]
 
 
 def latest_snapshot(bootstrap: str, topic: str, key: bytes) -> Loaded | None:
@@ -62,12 +68,15 @@ def learn_offline_against(
     model_bytes: bytes,
     tmp_path: Path,
     env: dict[str, str] | None = None,
+    *,
+    read_committed: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """Dump the rewards topic and run ``ltrr learn-offline --compare`` on it against
     ``model_bytes`` (``env``: ``LTRR_*`` settings it shares with the worker): (its JSON
     report, its exit status)."""
     dump = tmp_path / "rewards.json"
-    dump.write_bytes(b"".join(r.value + b"\n" for r in read_topic(bootstrap, rewards_topic)))
+    records = read_topic(bootstrap, rewards_topic, read_committed=read_committed)
+    dump.write_bytes(b"".join(r.value + b"\n" for r in records))
     model = tmp_path / "snapshot.vw"
     model.write_bytes(model_bytes)
     result = subprocess.run(

@@ -1,0 +1,90 @@
+"""``processing_guarantee = exactly_once`` on Apache Kafka: a worker is killed for good with
+windows open and transactions in flight, and its partitions move to the survivor. A reader of
+committed data (as ltrr's learner reads) sees exactly one reward per impression, with no
+second copy at all (at_least_once allows identical copies), and the model equals
+``ltrr learn-offline`` on those committed rewards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from ltrr.testing.kafka import ApacheKafka
+from tests.chaos.test_partitions_move import FLAGS, PARTITIONS, Traffic, _check, _topics
+from tests.conftest import TEST_SNAPSHOT_KEY
+from tests.integration.loop_helpers import (
+    latest_snapshot,
+    learn_offline_against,
+    rewards,
+    wait_for,
+)
+from tests.integration.processes import metric, worker
+
+EXACTLY_ONCE = ("--processing-guarantee", "exactly_once")
+
+
+@pytest.fixture
+def kafka(broker_kind: str, bootstrap: str, tmp_path: Path) -> Iterator[str]:
+    """Apache Kafka: the session's broker when it is Kafka, else one of this test's own
+    (tansu has no transactions)."""
+    if broker_kind == "kafka":
+        yield bootstrap
+        return
+    broker = ApacheKafka(workdir=tmp_path / "kafka")
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+def _log_end(bootstrap: str, topic: str) -> int:
+    """Sum of the end offsets of ``topic``'s partitions (records and transaction markers)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def test_killed_worker_leaves_no_second_copy(kafka: str, prefix: str, tmp_path: Path) -> None:
+    _topics(kafka, prefix)
+    group = ("--app-id", f"ltrr-eos-{prefix.rstrip('.')}")
+    a = worker(kafka, prefix, tmp_path / "a", *FLAGS, *EXACTLY_ONCE, *group, partitions=PARTITIONS)
+    b = worker(kafka, prefix, tmp_path / "b", *FLAGS, *EXACTLY_ONCE, *group, partitions=PARTITIONS)
+    a.start()
+    b.start()
+    try:
+        with Traffic(kafka, prefix, seed=7, rate=25, ids="eos") as traffic:
+            time.sleep(12)
+            b.kill()  # SIGKILL mid-stream, never restarted
+            time.sleep(12)
+        committed = lambda: rewards(kafka, prefix + "rewards", read_committed=True)  # noqa: E731
+        counts = _check(kafka, prefix, traffic, committed)
+        assert counts["duplicate_copies"] == 0, counts
+        assert metric(a, "ltrr_orphan_actions_total") == 0
+        n = len(traffic.impressions)
+        snapshot = wait_for(
+            lambda: latest_snapshot(kafka, prefix + "snapshots", TEST_SNAPSHOT_KEY.encode()),
+            lambda s: s is not None and s.header["examples_learned"] == n,
+            120,
+            f"a snapshot covering exactly {n} examples",
+        )
+        report, returncode = learn_offline_against(
+            kafka, prefix + "rewards", snapshot.model_bytes, tmp_path, read_committed=True
+        )
+        assert report["learned"] == n and report.get("duplicate", 0) == 0, report
+        assert report["identical_to"]["identical"] is True, report
+        assert returncode == 0
+        everything = len(rewards(kafka, prefix + "rewards"))  # aborted copies included
+        # Every commit leaves a marker in the log: the rewards went out in transactions.
+        assert _log_end(kafka, prefix + "rewards") > everything
+        print("exactly_once, kill -9 for good:", counts, "records incl. aborted:", everything)
+    finally:
+        a.stop()
+        b.stop()
