@@ -252,6 +252,8 @@ class LearningLoop:
         m.JOIN_STATE.set_function(parts.joiner.open_windows)
         self.health.check("join_restore", self.join_restore_problem)
         self.health.check("join", self.join_problem)
+        self.checkpoint_ok_at = time.monotonic()
+        self.health.check("learner", self.learner_problem)
 
     # -- producing --------------------------------------------------------------------------
 
@@ -518,6 +520,18 @@ class LearningLoop:
             )
         return None
 
+    def learner_problem(self) -> str | None:
+        """Rewards wait to be learned for good while checkpoints (or the snapshots they
+        publish) keep failing."""
+        stuck = time.monotonic() - self.checkpoint_ok_at
+        if self.gate.held and stuck > STUCK_AFTER_S:
+            return (
+                f"the learner has not completed a checkpoint for {stuck:.0f} s with "
+                f"{self.gate.held} rewards waiting (a failing checkpoint or snapshot publish; "
+                "see ltrr_loop_errors_total)"
+            )
+        return None
+
     # -- learn + snapshot -----------------------------------------------------------------
 
     async def checkpoint(self, force_snapshot: bool = False) -> None:
@@ -532,6 +546,7 @@ class LearningLoop:
                 m.LEARNER_LOSS.labels(name).set(learners.average_loss(name))
             for name in publisher.due(force=force_snapshot):
                 await self.publish(name)
+            self.checkpoint_ok_at = time.monotonic()
 
     async def publish(self, name: str) -> None:
         started = time.perf_counter()
@@ -640,6 +655,8 @@ class LearningLoop:
         try:
             if self.gate.held or self.parts.publisher.due():
                 await self.checkpoint()
+            else:  # nothing waits: the learner is as current as a checkpoint would make it
+                self.checkpoint_ok_at = time.monotonic()
         except Exception as exc:  # keep the worker alive; unacked rewards stay unacked
             m.LOOP_ERRORS.labels("checkpoint").inc()
             errors.report("checkpoint failed; retrying on the next tick", exc)
