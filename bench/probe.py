@@ -8,7 +8,8 @@ swapped in every ``--snapshot-every`` rewards, so the policy lags less than in `
 simulate``. Use it to compare settings; confirm with ``bench/quality.py``.
 
 Usage: python bench/probe.py WORLD [WORLD ...] [--queries 800] [--seeds 1,2]
-       [--vw-args TEXT] [--history] [--cache DIR]     (WORLD: a BEIR-layout folder, or ``music``)
+       [--vw-args TEXT] [--history] [--keep-void-plans] [--cache DIR]
+       (WORLD: a BEIR-layout folder, or ``music``)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         snapshot_every=args.snapshot_every,
         policy=policy,
         history=args.history,
+        skip_void_plans=not args.keep_void_plans,
     )
     sim = Simulation(
         world,
@@ -81,6 +83,7 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "last_gap_closed": summary["last_quarter_gap_closed"],
         "last_mix": {p: round(c / len(quarter), 2) for p, c in mix},
         "history": args.history,
+        "keep_void_plans": args.keep_void_plans,
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -96,6 +99,12 @@ def main() -> None:
         "--history",
         action="store_true",
         help="add the query-strategy history features (ltrr/retrieval/history.py)",
+    )
+    parser.add_argument(
+        "--keep-void-plans",
+        action="store_true",
+        help="offer every plan for every query, even those that copy another plan because a "
+        "strategy of theirs ranks nothing for the query (Searcher skip_void_plans=False)",
     )
     parser.add_argument("--snapshot-every", type=int, default=200)
     parser.add_argument(

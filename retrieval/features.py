@@ -117,6 +117,27 @@ class Signal:
 _NOTHING = Signal(0, 0.0, 0.0)
 
 
+def void_strategies(
+    results: Mapping[str, Sequence[Candidate]], budgets: Mapping[str, int] | None = None
+) -> frozenset[str]:
+    """The strategies whose candidates rank nothing for this query: none found, none with a
+    positive score, or a full list (``budgets[name]`` candidates, at least two) all scored
+    alike, an arbitrary pick (``popular`` in a catalog where every popularity is 0 returns 0s;
+    ``fresh`` returns nothing when every entity is older than its horizon). A plan that draws
+    from such a strategy shows what the plan without it shows (``plans.offered_plans``)."""
+    budgets = budgets or {}
+    return frozenset(
+        name
+        for name, found in results.items()
+        if not found
+        or max(c.score for c in found) <= 0
+        or (
+            len(found) >= max(2, budgets.get(name, len(found) + 1))
+            and all(c.score == found[0].score for c in found)
+        )
+    )
+
+
 def strategy_signals(results: Mapping[str, Sequence[Candidate]]) -> dict[str, Signal]:
     """Each strategy's signals, computed once per search for the ``s`` and ``r`` namespaces."""
     tops = {name: (cands[0].score if cands else 0.0) for name, cands in results.items()}

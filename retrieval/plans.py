@@ -5,7 +5,7 @@ plans compete on *which* strategies to draw from rather than on how much to retr
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ltrr.schemas.exceptions import LtrrError
@@ -71,3 +71,31 @@ def max_budgets(plans: Sequence[PlanSpec]) -> dict[str, int]:
         for name, budget in plan.budgets.items():
             out[name] = max(out.get(name, 0), budget)
     return out
+
+
+def offered_plans(
+    plans: Sequence[PlanSpec], void: Collection[str], keep: int | None = None
+) -> list[bool]:
+    """Which plans to offer the policy for one query, given the strategies that rank nothing
+    for it (``features.void_strategies``). A plan that uses a void strategy shows what its
+    other strategies show, so it is left out when that is nothing, or when another plan
+    offers exactly those other strategies (a plan without void strategies, else the first
+    such plan): ``semantic+popular`` is ``semantic`` where popularity says nothing. Exploring
+    such twins costs the same as exploring the plan they copy and teaches nothing new.
+    ``keep`` (the default plan) is always offered; if nothing else would be, every plan is."""
+    void = set(void)
+    if not void:
+        return [True] * len(plans)
+    exact = {frozenset(p.strategies) for p in plans if not void.intersection(p.strategies)}
+    offered, seen = [], set()
+    for i, plan in enumerate(plans):
+        names = frozenset(plan.strategies)
+        rest = names - void
+        if i == keep or rest == names:
+            offered.append(True)
+        elif not rest or rest in exact or rest in seen:
+            offered.append(False)
+        else:
+            offered.append(True)
+            seen.add(rest)
+    return offered if any(offered) else [True] * len(plans)

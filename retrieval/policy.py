@@ -4,7 +4,9 @@ The model is swapped atomically (one reference assignment) by the snapshot loade
 reads the reference once, so it sees one whole model. Before any snapshot the policy explores
 uniformly, or, with a default plan, gives it ``1 - epsilon`` and spreads ``epsilon``.
 Exploration beyond that comes from the model's own VW arguments (``--epsilon``, ``--squarecb``,
-...), i.e. the learner's ``vw_args``.
+...), i.e. the learner's ``vw_args``. A request may offer only some of the configured plans
+(the searcher leaves out plans that copy another one for that query): the policy scores those,
+and the impression logs those, so the learner sees the decision as it was made.
 
 The VW example is built from exactly the namespaces that the impression logs, and parsed by
 VW's JSON parser: the learner later parses the same namespaces from the reward's DSJSON ``c``
@@ -128,28 +130,41 @@ class Policy:
         self.model = model
 
     def pmf(
-        self, context: Namespaces, plan_features: Sequence[Namespaces]
+        self,
+        context: Namespaces,
+        plan_features: Sequence[Namespaces],
+        offered: Sequence[int] | None = None,
     ) -> tuple[tuple[float, ...], int]:
-        """The probability of each plan, and the model version that gave it (0: none)."""
+        """The probability of each plan, and the model version that gave it (0: none).
+        ``offered``: when ``plan_features`` are some of the configured plans only, their
+        indices among them (so the default plan is found)."""
         n = len(plan_features)
+        default = self.default_plan
+        if offered is not None:
+            default = offered.index(default) if default in offered else None
         model = self.model
         if model is None:
-            return self._cold_pmf(n), 0
+            return self._cold_pmf(n, default), 0
         with self._lock:
             probs = _score(model, context, plan_features)
         total = sum(probs)
-        return tuple(p / total for p in probs) if total > 0 else self._cold_pmf(n), model.version
+        pmf = tuple(p / total for p in probs) if total > 0 else self._cold_pmf(n, default)
+        return pmf, model.version
 
-    def _cold_pmf(self, n: int) -> tuple[float, ...]:
-        if self.default_plan is None or not 0 <= self.default_plan < n or n == 1:
+    def _cold_pmf(self, n: int, default: int | None) -> tuple[float, ...]:
+        if default is None or not 0 <= default < n or n == 1:
             return tuple([1.0 / n] * n)
         rest = self.epsilon / (n - 1)
-        return tuple(1.0 - self.epsilon if i == self.default_plan else rest for i in range(n))
+        return tuple(1.0 - self.epsilon if i == default else rest for i in range(n))
 
     def decide(
-        self, context: Namespaces, plan_features: Sequence[Namespaces], seed: int
+        self,
+        context: Namespaces,
+        plan_features: Sequence[Namespaces],
+        seed: int,
+        offered: Sequence[int] | None = None,
     ) -> Decision:
-        pmf, version = self.pmf(context, plan_features)
+        pmf, version = self.pmf(context, plan_features, offered)
         return Decision(pmf, sample(pmf, seed), seed, version)
 
 

@@ -19,9 +19,10 @@ from ltrr.retrieval.features import (
     plan_features,
     strategy_features,
     strategy_signals,
+    void_strategies,
 )
 from ltrr.retrieval.history import plan_history, shared_history
-from ltrr.retrieval.plans import PlanSpec, max_budgets
+from ltrr.retrieval.plans import PlanSpec, max_budgets, offered_plans
 from ltrr.retrieval.policy import Policy
 from ltrr.retrieval.ranking import Ranked, rank
 from ltrr.retrieval.strategies.base import Candidate, Strategy
@@ -51,11 +52,14 @@ class Searcher:
         q2e_boost: float = 0.5,
         executor: Executor | None = None,
         history: bool = False,
+        skip_void_plans: bool = True,
     ) -> None:
         """``executor`` runs the ``blocking`` strategies of ``search_async`` (None: the
         loop's default executor); ``history`` adds the query-strategy history features
         (``retrieval/history.py``) read from the memory strategy's Q2E replica (off by default:
-        the probes measured no gain yet, see that module)."""
+        the probes measured no gain yet, see that module); ``skip_void_plans`` offers the
+        policy, per query, only the plans that do not copy another one because a strategy of
+        theirs ranks nothing for that query (``plans.offered_plans``)."""
         missing = {s for p in plans for s in p.strategies} - set(strategies)
         if missing:
             raise ValueError(f"plans use strategies that are not configured: {sorted(missing)}")
@@ -68,6 +72,7 @@ class Searcher:
         self.budgets = max_budgets(self.plans)
         self.executor = executor
         self.history = history
+        self.skip_void_plans = skip_void_plans
 
     def retrieve_all(self, query: str, context: Mapping[str, Any]) -> dict[str, list[Candidate]]:
         results = {}
@@ -200,14 +205,19 @@ class Searcher:
             extras = plan_history(remembered, self.plans, results, shown)
             for features, extra in zip(per_plan, extras, strict=True):
                 features["r"].update(extra)
-        decision = self.policy.decide(ctx, per_plan, seed)
+        offered = list(range(len(self.plans)))
+        if self.skip_void_plans:
+            void = void_strategies(results, self.budgets)
+            if void:
+                keep = offered_plans(self.plans, void, keep=self.policy.default_plan)
+                offered = [i for i, ok in enumerate(keep) if ok]
+        offered_features = [per_plan[i] for i in offered]
+        decision = self.policy.decide(ctx, offered_features, seed, offered)
         m.DECISION_LATENCY.observe(time.perf_counter() - started)
-        plan = self.plans[decision.chosen]
+        chosen = offered[decision.chosen]
+        plan = self.plans[chosen]
         m.PLANS_CHOSEN.labels(plan.id).inc()
-        if every is not None:
-            ranked = every[decision.chosen]
-        else:
-            ranked = rank(plan, results, k, q2e, self.q2e_boost)
+        ranked = every[chosen] if every is not None else rank(plan, results, k, q2e, self.q2e_boost)
         impression = {
             "schema_version": 1,
             "impression_id": impression_id,
@@ -216,8 +226,8 @@ class Searcher:
             "query": query,
             "context": ctx,
             "plans": [
-                {"id": p.id, "budgets": dict(p.budgets), "features": f}
-                for p, f in zip(self.plans, per_plan, strict=True)
+                {"id": self.plans[i].id, "budgets": dict(self.plans[i].budgets), "features": f}
+                for i, f in zip(offered, offered_features, strict=True)
             ],
             "chosen": decision.chosen,
             "pmf": list(decision.pmf),
@@ -237,7 +247,10 @@ class Searcher:
             impression["user_id"] = user_id
         explained = None
         if explain:
-            explained = self._explain(results, k, q2e, decision.pmf, explain_plans, every)
+            pmf = [0.0] * len(self.plans)
+            for i, p in zip(offered, decision.pmf, strict=True):
+                pmf[i] = p
+            explained = self._explain(results, k, q2e, pmf, explain_plans, every)
         return SearchResult(
             impression_id,
             plan,

@@ -47,6 +47,7 @@ class LocalBackend:
         policy: Policy | None = None,
         stack: LocalStack | None = None,
         history: bool = False,
+        skip_void_plans: bool = True,
     ) -> None:
         self.stack = stack or LocalStack(
             entities,
@@ -56,6 +57,7 @@ class LocalBackend:
             plan_max_size=plan_max_size,
             plans=plans,
             history=history,
+            skip_void_plans=skip_void_plans,
         )
         self.vw_args = tuple(vw_args)
         self.learners = Learners(MemoryStore(), self.vw_args)

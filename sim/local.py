@@ -33,8 +33,10 @@ class LocalStack:
         plan_max_size: int = 3,
         plans: str = "",
         history: bool = False,
+        skip_void_plans: bool = True,
     ) -> None:
-        """``history``: add the query-strategy history features (``retrieval/history.py``)."""
+        """``history``: add the query-strategy history features (``retrieval/history.py``);
+        ``skip_void_plans``: as ``Searcher``'s."""
         settings = Settings(
             strategies=strategies,
             plan_max_size=plan_max_size,
@@ -55,7 +57,14 @@ class LocalStack:
             built[strategy.name] = strategy
         self.plans = build_plans(settings, list(built))
         self.policy = policy or Policy()
-        self.searcher = Searcher(self.catalog, built, self.plans, self.policy, history=history)
+        self.searcher = Searcher(
+            self.catalog,
+            built,
+            self.plans,
+            self.policy,
+            history=history,
+            skip_void_plans=skip_void_plans,
+        )
 
     def extra_plans(self, specs: Sequence[str]) -> list[PlanSpec]:
         return parse_plans(";".join(specs), list(self.searcher.strategies)) if specs else []
