@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
+
+from sortedcontainers import SortedDict
 
 from ltrr.state.exceptions import StateError
 
@@ -34,13 +36,15 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """A dict behind the ``Store`` interface."""
+    """A sorted dict behind the ``Store`` interface: a prefix scan costs what it returns (plus
+    a log-time seek), not the size of the store. The retrieval worker's Q2E replica is one, and
+    every search scans it several times."""
 
     def __init__(self) -> None:
-        self._data: dict[bytes, bytes] = {}
+        self._data: SortedDict = SortedDict()
 
     def get(self, key: bytes) -> bytes | None:
-        return self._data.get(key)
+        return cast(bytes | None, self._data.get(key))
 
     def write(self, batch: Batch) -> None:
         for key, value in batch.items():  # all checked first: a bad batch changes nothing
@@ -56,7 +60,11 @@ class MemoryStore:
         low = max(prefix, start) if start is not None else prefix
         # A copy: the scan sees the store as it began (as a RocksDB iterator does), and the
         # caller may write while iterating (the join deletes what it expires).
-        items = sorted((k, v) for k, v in self._data.items() if k.startswith(prefix) and k >= low)
+        items = []
+        for key in self._data.irange(minimum=low):
+            if not key.startswith(prefix):
+                break
+            items.append((key, self._data[key]))
         yield from items
 
     def close(self) -> None:
