@@ -8,6 +8,7 @@ data directory, one database per concern.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
 from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from ltrr.state.seen import Seen
 from ltrr.state.staged import StagedStore
 from ltrr.state.store import RocksStore, Store
 from ltrr.streams.follow import follow, read_partition
@@ -254,6 +256,8 @@ class LearningLoop:
         self.health.check("join", self.join_problem)
         self.checkpoint_ok_at = time.monotonic()
         self.health.check("learner", self.learner_problem)
+        #: Digests of the rewards Q2E folded in lately: a resent copy is not counted twice.
+        self.q2e_seen = Seen(parts.memory_store)
 
     # -- producing --------------------------------------------------------------------------
 
@@ -710,9 +714,15 @@ class LearningLoop:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 continue  # the learner dead-letters invalid rewards
             offsets[message.partition] = message.offset + 1
+            digest = hashlib.blake2b(message.value, digest_size=16).digest()
+            if digest in self.q2e_seen:  # an identical copy, resent by the join
+                records["duplicate"] += 1
+                continue
+            self.q2e_seen.add(digest)
             memory.record(query, shown, actions, at)
             records["late" if part["late"] else "on_time"] += 1
-        rows = store.commit(offsets)  # synchronously after the records: no other writer
+        # Synchronously after the records (no other writer), with what they cover.
+        rows = store.commit(offsets, local=self.q2e_seen.take_writes())
         await self.replicate_q2e(rows)
         for event in events:
             event.ack()

@@ -117,7 +117,7 @@ LEARNER_LOG_RESETS = Counter(
 CHECKPOINTS = Counter("ltrr_learner_checkpoints_total", "Learner checkpoints written.")
 Q2E_RECORDS = Counter(
     "ltrr_q2e_records_total",
-    "Rewards folded into the Q2E memory, by kind (on_time, late).",
+    "Rewards folded into the Q2E memory, by kind (on_time, late; duplicate: a resent copy).",
     ["kind"],
 )
 CATALOG_EVENTS = Counter(

@@ -60,11 +60,14 @@ class StagedStore:
             self._offsets[partition] = None if raw is None else int(raw)
         return self._offsets[partition]
 
-    def commit(self, offsets: Mapping[int, int] | None = None) -> list[tuple[bytes, bytes | None]]:
-        """Write the staged rows and ``offsets`` (partition → next offset) in one atomic
-        batch; return the rows. Nothing to write writes nothing."""
+    def commit(
+        self, offsets: Mapping[int, int] | None = None, local: Batch | None = None
+    ) -> list[tuple[bytes, bytes | None]]:
+        """Write the staged rows, ``offsets`` (partition → next offset) and ``local`` rows
+        (kept here, not returned for the changelog) in one atomic batch; return the staged
+        rows. Nothing to write writes nothing."""
         rows = list(self._staged.items())
-        batch = dict(self._staged)
+        batch = {**(local or {}), **self._staged}
         for partition, offset in (offsets or {}).items():
             batch[_OFFSET + str(partition).encode()] = str(offset).encode()
         if batch:

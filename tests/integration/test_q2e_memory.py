@@ -9,11 +9,12 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from tests.events import action, impression
 from tests.integration.loop_helpers import read_topic, wait_for
-from tests.integration.processes import worker
+from tests.integration.processes import metric, wait_until, worker
 
 
 def q2e(url: str, query: str) -> list[dict]:
@@ -77,6 +78,21 @@ def test_catalog_cold_start_then_observed_engagement(
         )
         assert observed[0]["entity_id"] == "track-love"
         assert observed[0]["score"] > 0
+
+        # The join resends a reward whose "sent" mark a crash lost: an identical copy on the
+        # rewards topic. Q2E folds it in once; the score does not move.
+        (reward,) = read_topic(bootstrap, prefix + "rewards")
+        producer.send(prefix + "rewards", key=reward.key, value=reward.value)
+        producer.flush()
+        wait_until(
+            lambda: metric(w, "ltrr_q2e_records_total", kind="duplicate") == 1,
+            30,
+            "the copy to be recognised",
+        )
+        assert metric(w, "ltrr_q2e_records_total", kind="on_time") == 1
+        # (decayed by the seconds in between; a second fold-in would add a whole like)
+        after = q2e(w.url, "tayler love")[0]["score"]
+        assert after == pytest.approx(observed[0]["score"], rel=1e-3)
         letters = [orjson.loads(r.value) for r in read_topic(bootstrap, prefix + "dlq")]
         assert [(x["reason"], x["field"]) for x in letters] == [("missing_field", "type")]
     producer.close()
