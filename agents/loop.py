@@ -345,6 +345,11 @@ class LearningLoop:
         for partition in mine - set(self.owned):
             self.take(partition)
 
+    async def on_shutdown(self, sender: Any, **kwargs: Any) -> None:
+        """Stop the join partitions' transactional producers (exactly_once)."""
+        if self.transactions is not None:
+            await self.transactions.close()
+
     def disown(self, partition: int) -> None:
         self.owned.pop(partition, None)
         self.marks.forget([partition])
@@ -790,6 +795,7 @@ def register_learning_loop(
     makes the worker not ready to ``health``."""
     loop = LearningLoop(app, topics, settings, health)
     app.on_partitions_assigned.connect(loop.on_assigned)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(loop.on_shutdown)  # type: ignore[arg-type]
     register_ingest(
         app, topics, settings, on_impression=loop.on_impression, on_action=loop.on_action
     )

@@ -66,18 +66,24 @@ class PartitionTransactions:
         self.bootstrap, self.app_id = bootstrap, app_id
         self.client_kwargs = dict(client_kwargs)
         self.max_request_size, self.linger_ms = max_request_size, linger_ms
+        self._owned: set[int] = set()
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
     def owns(self, partition: int) -> bool:
-        return partition in self._producers
+        return partition in self._owned
 
     async def own(self, partition: int) -> None:
-        """Start the producer of ``partition``: aborts the previous owner's open transaction
-        and fences it. Call before reading the partition's changelog (``read_committed``
-        reads stop at an open transaction)."""
-        if partition in self._producers:
-            return
+        """Own ``partition`` and start its producer, which aborts the previous owner's open
+        transaction and fences it. Call before reading the partition's changelog
+        (``read_committed`` reads stop at an open transaction)."""
+        self._owned.add(partition)
+        lock = self._locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            if partition not in self._producers:
+                await self._start(partition)
+
+    async def _start(self, partition: int) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             transactional_id=transactional_id(self.app_id, partition),
@@ -86,12 +92,16 @@ class PartitionTransactions:
             linger_ms=self.linger_ms,
             **self.client_kwargs,
         )
-        await producer.start()  # inside: a failed start is stopped too
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         self._producers[partition] = producer
-        self._locks.setdefault(partition, asyncio.Lock())
+        return producer
 
-    async def release(self, partition: int) -> None:
-        """Stop the producer of a partition this worker no longer owns."""
+    async def _stop(self, partition: int) -> None:
         producer = self._producers.pop(partition, None)
         if producer is not None:
             try:
@@ -99,37 +109,47 @@ class PartitionTransactions:
             except Exception as exc:  # a fenced producer may fail to stop cleanly
                 log.debug("stopping the producer of join partition %d: %s", partition, exc)
 
+    async def release(self, partition: int) -> None:
+        """Stop the producer of a partition this worker no longer owns."""
+        self._owned.discard(partition)
+        await self._stop(partition)
+
     async def send(self, partition: int, rows: Sequence[Row]) -> None:
         """Send ``rows`` in one transaction of ``partition``'s producer and commit it; raises
-        ``Fenced`` (after releasing the producer) if another worker owns the partition now."""
-        producer = self._producers.get(partition)
-        if producer is None:
+        ``Fenced`` (after releasing the partition) if another worker owns it now. Any other
+        failure (a broker outage, a timeout) aborts what can be aborted, drops the producer
+        and re-raises: the next call starts a new one, which aborts whatever is left open."""
+        if partition not in self._owned:
             raise Fenced(f"join partition {partition} is not owned by this worker")
         async with self._locks[partition]:
             try:
+                producer = self._producers.get(partition) or await self._start(partition)
                 await producer.begin_transaction()
-                try:
-                    futures = [
-                        await producer.send(
-                            row.topic,
-                            row.value,
-                            key=row.key,
-                            partition=row.partition,
-                            headers=list(row.headers) if row.headers else None,
-                        )
-                        for row in rows
-                    ]
-                    await asyncio.gather(*futures)
-                except BaseException:
-                    await _abort(producer)
-                    raise
+                futures = [
+                    await producer.send(
+                        row.topic,
+                        row.value,
+                        key=row.key,
+                        partition=row.partition,
+                        headers=list(row.headers) if row.headers else None,
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
                 await producer.commit_transaction()
             except ProducerFenced as exc:
-                await self.release(partition)
+                self._owned.discard(partition)
+                await self._stop(partition)
                 raise Fenced(f"join partition {partition} was taken over: {exc}") from None
+            except BaseException:
+                producer = self._producers.get(partition)
+                if producer is not None:
+                    await _abort(producer)
+                await self._stop(partition)
+                raise
 
     async def close(self) -> None:
-        for partition in list(self._producers):
+        for partition in list(self._owned):
             await self.release(partition)
 
 

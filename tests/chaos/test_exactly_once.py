@@ -7,6 +7,7 @@ second copy at all (at_least_once allows identical copies), and the model equals
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,16 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ltrr.streams.admin import create_topics
+from ltrr.streams.topics import TopicSpec
+from ltrr.streams.transactions import Fenced, PartitionTransactions, Row
 from ltrr.testing.kafka import ApacheKafka
 from tests.chaos.test_partitions_move import FLAGS, PARTITIONS, Traffic, _check, _topics
 from tests.conftest import TEST_SNAPSHOT_KEY
 from tests.integration.loop_helpers import (
     latest_snapshot,
     learn_offline_against,
+    read_topic,
     rewards,
     wait_for,
 )
@@ -88,3 +93,29 @@ def test_killed_worker_leaves_no_second_copy(kafka: str, prefix: str, tmp_path: 
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_worker_that_lost_its_partition_is_fenced(kafka: str, prefix: str) -> None:
+    """Two owners of one join partition in turn: the first one's next commit fails with
+    Fenced and what it left open is never visible; the new owner's transactions are."""
+    topic = prefix + "fenced"
+    create_topics(kafka, [TopicSpec(topic, 1)])
+
+    async def scenario() -> None:
+        old = PartitionTransactions(kafka, prefix + "app", {}, max_request_size=1 << 20)
+        new = PartitionTransactions(kafka, prefix + "app", {}, max_request_size=1 << 20)
+        try:
+            await old.own(0)
+            await old.send(0, [Row(topic, b"k", b"old-committed", 0)])
+            await new.own(0)  # a rebalance gave partition 0 to another worker
+            with pytest.raises(Fenced):
+                await old.send(0, [Row(topic, b"k", b"zombie", 0)])
+            assert not old.owns(0)
+            await new.send(0, [Row(topic, b"k", b"new-committed", 0)])
+        finally:
+            await old.close()
+            await new.close()
+
+    asyncio.run(scenario())
+    values = [r.value for r in read_topic(kafka, topic, read_committed=True)]
+    assert values == [b"old-committed", b"new-committed"]
