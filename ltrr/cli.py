@@ -106,6 +106,7 @@ SERVE_SETTINGS = (
     "serve_offload",
     "serve_embed_max_wait_ms",
     "serve_query_cache_size",
+    "serve_semantic_encoder",
     "impression_linger_ms",
     "history_features",
     "log_level",

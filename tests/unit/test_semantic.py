@@ -200,3 +200,50 @@ def test_unusable_cache_is_rebuilt(entities: list[Entity], tmp_path: Path) -> No
 def test_empty_catalog(tmp_path: Path) -> None:
     strategy = SemanticStrategy(Catalog(), cache_dir=tmp_path)
     assert strategy.retrieve("anything", {}, 10) == []
+
+
+@needs_extra
+def test_int8_encoder_setting_switches_the_encoder_and_stays_close_to_fp32(
+    entities: list[Entity], tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+
+    from ltrr.retrieval.server import build_strategy
+    from ltrr.state.q2e import Q2EMemory
+    from ltrr.state.store import MemoryStore
+    from ltrr.streams.settings import Settings
+
+    catalog = _catalog(entities)
+    memory = Q2EMemory(MemoryStore())
+    built = {
+        encoder: build_strategy(
+            "semantic",
+            catalog,
+            memory,
+            Settings(vector_cache_dir=str(tmp_path), serve_semantic_encoder=encoder),
+        )
+        for encoder in ("fp32", "int8")
+    }
+    fp32, int8 = built["fp32"], built["int8"]
+    assert isinstance(fp32, SemanticStrategy) and isinstance(int8, SemanticStrategy)
+    assert (fp32.encoder, int8.encoder) == ("fp32", "int8")
+    linear = {type(m) for m in int8._model.modules() if "Linear" in type(m).__name__}
+    assert linear and torch.nn.Linear not in linear  # every Linear layer was quantized
+    assert torch.nn.Linear in {type(m) for m in fp32._model.modules()}
+    # The cache never mixes variants: its directory and manifest carry the encoder.
+    assert int8.model_id == fp32.model_id + "+int8"
+    assert int8.cache_dir != fp32.cache_dir and int8.items_embedded == len(entities)
+
+    queries = ["sad songs for when it rains", "something to concentrate while I work", "jazz"]
+    cosine = (fp32._encode(queries) * int8._encode(queries)).sum(axis=1)
+    assert float(cosine.min()) > 0.85 and float(cosine.mean()) > 0.9, cosine
+    assert np.allclose(np.linalg.norm(int8._encode(queries), axis=1), 1.0, atol=1e-4)
+    assert RAINY in _ids(int8, "sad songs for when it rains")
+
+
+def test_unknown_encoder_is_refused(tmp_path: Path) -> None:
+    from ltrr.schemas.exceptions import LtrrError
+
+    with pytest.raises(LtrrError, match="unknown semantic encoder 'fp16'"):
+        SemanticStrategy(Catalog(), cache_dir=tmp_path, encoder="fp16")
