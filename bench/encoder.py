@@ -81,6 +81,7 @@ def quality(
     }
     strategies: dict[str, SemanticStrategy] = {}
     vectors: dict[str, np.ndarray] = {}
+    per_query: dict[str, list[float]] = {}
     for variant in ENCODERS:
         started = time.perf_counter()
         strategy = SemanticStrategy(
@@ -94,6 +95,7 @@ def quality(
             ranked = [c.entity_id for c in strategy.retrieve(text, {}, 100)]
             ndcg.append(ndcg_at_10(ranked, relevant))
             recall.append(recall_at_100(ranked, relevant))
+        per_query[variant] = ndcg
         out[variant] = {
             "ndcg@10": round(statistics.fmean(ndcg), 4),
             "recall@100": round(statistics.fmean(recall), 4),
@@ -102,12 +104,21 @@ def quality(
         if variant != "fp32":
             cos = (vectors[variant] * vectors["fp32"]).sum(axis=1)
             base = out["fp32"]
+            diffs = [a - b for a, b in zip(ndcg, per_query["fp32"], strict=True)]
+            stderr = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
             out[variant] |= {
                 "query_cosine_vs_fp32": {
                     "mean": round(float(cos.mean()), 4),
                     "min": round(float(cos.min()), 4),
                 },
                 "delta_ndcg@10": round(out[variant]["ndcg@10"] - base["ndcg@10"], 4),
+                # standard error of the paired per-query difference: noise of the delta above
+                "delta_ndcg@10_stderr": round(stderr, 4),
+                "queries_ndcg_worse_same_better": [
+                    sum(d < -1e-9 for d in diffs),
+                    sum(abs(d) <= 1e-9 for d in diffs),
+                    sum(d > 1e-9 for d in diffs),
+                ],
                 "delta_recall@100": round(out[variant]["recall@100"] - base["recall@100"], 4),
                 "corpus_speedup": round(
                     out[variant]["corpus_docs_per_s"] / base["corpus_docs_per_s"], 2
