@@ -52,12 +52,9 @@ LOOP_FLAGS = (
 )
 STRATEGIES = "lexical,semantic,memory,popular,fresh"
 #: Exploration that stops paying for plans it has learned are bad (SquareCB: the probability
-#: of a plan falls with how far its predicted reward trails the best one's). No ``-q qp``:
-#: query words crossed with plans learn a plan's value per word from a handful of noisy
-#: rewards and locked onto wrong plans; without it the in-process probes (bench/probe.py, 800
-#: queries, seeds 1-3) lost less to the best static baseline on time, medline and music.
+#: of a plan falls with how far its predicted reward trails the best one's).
 SIM_VW_ARGS: tuple[str, ...] = (
-    "--cb_explore_adf", "--squarecb", "-q", "cp", "-q", "cr", "-q", "sp",
+    "--cb_explore_adf", "--squarecb", "-q", "cp", "-q", "cr", "-q", "qp", "-q", "sp",
 )  # fmt: skip
 
 
