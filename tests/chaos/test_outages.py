@@ -14,8 +14,7 @@ from pathlib import Path
 from ltrr.processes import WorkerProcess
 from ltrr.testing.kafka import ApacheKafka
 from tests.chaos.test_partitions_move import FLAGS, PARTITIONS, Combined, Traffic, _check, _topics
-from tests.conftest import TEST_SNAPSHOT_KEY
-from tests.integration.loop_helpers import latest_snapshot, learn_offline_against, wait_for
+from tests.integration.loop_helpers import model_matches_offline
 from tests.integration.processes import metric, wait_until, worker
 
 
@@ -25,24 +24,6 @@ def _ready(w: WorkerProcess) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _model_matches_offline(
-    bootstrap: str, prefix: str, impressions: int, tmp_path: Path
-) -> dict[str, object]:
-    snapshot = wait_for(
-        lambda: latest_snapshot(bootstrap, prefix + "snapshots", TEST_SNAPSHOT_KEY.encode()),
-        lambda s: s is not None and s.header["examples_learned"] == impressions,
-        120,
-        f"a snapshot covering exactly {impressions} examples",
-    )
-    report, returncode = learn_offline_against(
-        bootstrap, prefix + "rewards", snapshot.model_bytes, tmp_path
-    )
-    assert report["learned"] == impressions, report
-    assert report["identical_to"]["identical"] is True, report
-    assert returncode == 0
-    return report
 
 
 def test_broker_restart_on_its_data_dir(prefix: str, tmp_path: Path) -> None:
@@ -67,7 +48,7 @@ def test_broker_restart_on_its_data_dir(prefix: str, tmp_path: Path) -> None:
             traffic = Combined(before, after)
             counts = _check(bootstrap, prefix, traffic)
             assert metric(w, "ltrr_orphan_actions_total") == 0
-            report = _model_matches_offline(bootstrap, prefix, len(traffic.impressions), tmp_path)
+            _, report = model_matches_offline(bootstrap, prefix, len(traffic.impressions), tmp_path)
             assert w.alive
             print("broker restart:", counts, "duplicates skipped:", report.get("duplicate", 0))
         finally:
@@ -92,7 +73,7 @@ def test_impressions_20s_behind_their_actions(bootstrap: str, prefix: str, tmp_p
         counts = _check(bootstrap, prefix, traffic)
         assert metric(w, "ltrr_orphan_actions_total") == 0
         assert metric(w, "ltrr_late_actions_total") == 0
-        _model_matches_offline(bootstrap, prefix, len(traffic.impressions), tmp_path)
+        model_matches_offline(bootstrap, prefix, len(traffic.impressions), tmp_path)
         print("impressions 20 s late:", counts)
     finally:
         w.stop()

@@ -13,6 +13,7 @@ import orjson
 from kafka import KafkaConsumer
 
 from ltrr.schemas.snapshot import Loaded, SnapshotAssembler
+from tests.conftest import TEST_SNAPSHOT_KEY
 
 
 def read_topic(
@@ -87,3 +88,35 @@ def learn_offline_against(
         env={**os.environ, **(env or {})},
     )
     return orjson.loads(result.stdout), result.returncode
+
+
+def model_matches_offline(
+    bootstrap: str,
+    prefix: str,
+    examples: int,
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    read_committed: bool = False,
+) -> tuple[Loaded, dict[str, Any]]:
+    """Wait for a snapshot covering exactly ``examples`` examples, then check that
+    ``ltrr learn-offline`` on the rewards topic learns as many and the same bytes; returns the
+    snapshot and learn-offline's report."""
+    snapshot = wait_for(
+        lambda: latest_snapshot(bootstrap, prefix + "snapshots", TEST_SNAPSHOT_KEY.encode()),
+        lambda s: s is not None and s.header["examples_learned"] == examples,
+        120,
+        f"a snapshot covering exactly {examples} examples",
+    )
+    report, returncode = learn_offline_against(
+        bootstrap,
+        prefix + "rewards",
+        snapshot.model_bytes,
+        tmp_path,
+        env,
+        read_committed=read_committed,
+    )
+    assert report["learned"] == examples, report
+    assert report["identical_to"]["identical"] is True, report
+    assert returncode == 0
+    return snapshot, report
