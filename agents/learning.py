@@ -20,8 +20,9 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+import msgspec
 import orjson
 import vowpal_wabbit_next as vw
 
@@ -95,6 +96,32 @@ class Guard:
     max_models: int = 16
     min_probability: float = 1e-4
     cost_range: tuple[float, float] = (-1.0, 1.0)
+
+
+class _Part(msgspec.Struct):
+    model: str
+
+
+class _Context(msgspec.Struct):
+    multi: list[msgspec.Raw] = msgspec.field(name="_multi")
+
+
+class _Head(msgspec.Struct):
+    """The fields of a reward line the learner checks, decoded without building the rest (the
+    features are skipped, still checked to be JSON; VW parses them)."""
+
+    ltrr: _Part
+    EventId: str
+    c: _Context
+    a: list[msgspec.Raw]
+    p: list[msgspec.Raw]
+    index: int = msgspec.field(name="_labelIndex")
+    cost: float = msgspec.field(name="_label_cost")
+    probability: float = msgspec.field(name="_label_probability")
+    skip: Any = msgspec.field(default=None, name="_skipLearn")
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
 
 
 class _Invalid(Exception):
@@ -172,12 +199,12 @@ class Learners:
         """Learn one Reward v1 line, unless it is late, a duplicate or already covered."""
         problem: _Invalid | None = None
         try:
-            event = self._check(raw)
+            head = self._check(raw)
         except _Invalid as exc:
             problem = exc
         else:
             if self.before_learn is not None:
-                self.before_learn(event["ltrr"]["model"])  # may adopt, moving the offsets
+                self.before_learn(head.ltrr.model)  # may adopt, moving the offsets
         if partition is not None and offset is not None:
             if offset < self.position(partition):
                 return Verdict("replayed")
@@ -187,11 +214,11 @@ class Learners:
             return Verdict(
                 "invalid", detail=problem.detail, reason=problem.reason, field=problem.field
             )
-        name = event["ltrr"]["model"]
-        if event.get("_skipLearn"):
+        name = head.ltrr.model
+        if head.skip:
             return Verdict("late", name)
         m = self._model(name)
-        event_id = event["EventId"]
+        event_id = head.EventId
         if event_id in m.seen:
             return Verdict("duplicate", name)
         try:
@@ -203,23 +230,28 @@ class Learners:
                 detail=f"Vowpal Wabbit cannot parse it: {exc}",
                 reason="invalid_value",
             )
-        cost, prob = float(event["_label_cost"]), float(event["_label_probability"])
+        cost, prob = head.cost, head.probability
         # predict_then_learn_one: one pass, and the prediction is the pre-learning one.
         pmf = dict(m.vw.predict_then_learn(examples))
-        m.loss_sum += cost * pmf.get(event["_labelIndex"], 0.0) / prob
+        m.loss_sum += cost * pmf.get(head.index, 0.0) / prob
         m.examples += 1
         self._remember(m, event_id)
         return Verdict("learned", name, cost, prob)
 
-    def _check(self, raw: bytes) -> dict[str, Any]:
-        """The reward as an object, if it meets the cheap invariants; raises ``_Invalid``."""
+    def _check(self, raw: bytes) -> _Head:
+        """The fields the learner uses, if the line meets the cheap invariants; raises
+        ``_Invalid`` saying which one fails."""
+        try:
+            head = _decode_head(raw)
+        except msgspec.MsgspecError:
+            head = None
+        if head is not None and self._passes(head):
+            return head
+        # Something fails (or the model is new): find what, and say so.
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _Invalid("not_json", f"not JSON: {exc}") from None
-        if self._passes(event):
-            return cast(dict[str, Any], event)
-        # Something fails (or the model is new): find what, and say so.
         if not isinstance(event, dict):
             raise _Invalid("not_object", "a reward must be a JSON object")
         part = _field(event, "ltrr", (dict,))
@@ -269,39 +301,32 @@ class Learners:
                     f"learns at most {g.max_models} (max_models, or list them in models)",
                     "ltrr.model",
                 )
-        return cast(dict[str, Any], event)
+        return _Head(
+            _Part(name),
+            event["EventId"],
+            _Context([]),
+            [],
+            [],
+            index,
+            cost,
+            prob,
+            event.get("_skipLearn"),
+        )
 
-    def _passes(self, event: Any) -> bool:
-        """Whether ``event`` (as orjson decoded it) meets every invariant ``_check`` tests,
-        for a model already learned: the common case in one expression, without building
+    def _passes(self, head: _Head) -> bool:
+        """Whether ``head`` (typed by the decoder) meets every invariant ``_check`` tests, for
+        a model already learned: the common case in one expression, without building
         messages. False means "not sure": ``_check`` then tests field by field."""
         g = self.guard
-        try:
-            part, index = event["ltrr"], event["_labelIndex"]
-            cost, prob = event["_label_cost"], event["_label_probability"]
-            c = event["c"]
-            name, multi = part["model"], c["_multi"]
-            return (
-                type(event) is dict
-                and type(part) is dict
-                and type(name) is str
-                and 0 < len(name) <= 128
-                and name in self.models
-                and type(event["EventId"]) is str
-                and type(c) is dict
-                and type(event["a"]) is list
-                and type(event["p"]) is list
-                and type(index) is int
-                and type(multi) is list
-                and 0 <= index < len(multi)
-                and type(cost) in (int, float)
-                and type(prob) in (int, float)
-                # NaN and infinities fail these comparisons
-                and g.min_probability <= prob <= 1.0
-                and -g.cost_range[1] - 1e-9 <= cost <= -g.cost_range[0] + 1e-9
-            )
-        except (KeyError, TypeError, IndexError):
-            return False
+        name, prob, cost = head.ltrr.model, head.probability, head.cost
+        return (
+            0 < len(name) <= 128
+            and name in self.models
+            and 0 <= head.index < len(head.c.multi)
+            # NaN and infinities fail these comparisons
+            and g.min_probability <= prob <= 1.0
+            and -g.cost_range[1] - 1e-9 <= cost <= -g.cost_range[0] + 1e-9
+        )
 
     def _remember(self, m: _Model, event_id: str) -> None:
         m.seq += 1
