@@ -14,8 +14,11 @@ Measured in one run, on the same examples:
      reward, the worker's peak RSS (VmHWM) and CPU seconds (impressions per CPU second is the
      steadier number when other processes share the machine).
 
+  3. (``--open-windows N``; 0 skips) N impressions without actions held in open 1 h
+     windows: the worker's peak RSS, its data dir per open impression, ingest rate.
+
 Usage: python bench/learner.py [--examples 25000] [--rounds 3] [--backlog 50000]
-                               [--broker tansu|kafka]
+                               [--broker tansu|kafka] [--open-windows 1000000]
 """
 
 from __future__ import annotations
@@ -209,6 +212,84 @@ def end_to_end(
         }
 
 
+def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dict[str, Any]:
+    """``n`` impressions without actions, all inside one open reward window (1 h): the
+    worker's peak RSS, its join state on disk per open impression, and its ingest rate."""
+    from kafka import KafkaProducer
+
+    from ltrr.processes import WorkerProcess
+    from ltrr.streams.admin import create_topics
+    from ltrr.streams.scrape import scrape, total
+    from ltrr.streams.settings import Settings
+    from ltrr.streams.topics import Topics
+    from ltrr.testing.kafka import ApacheKafka
+    from ltrr.testing.tansu import TansuBroker
+    from tests.events import impression
+
+    broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()
+    with tempfile.TemporaryDirectory() as tmp, broker:
+        bootstrap = broker.start() if broker_kind == "tansu" else broker.bootstrap
+        prefix = "bench."
+        settings = Settings(broker=bootstrap, topic_prefix=prefix, partitions=4)
+        create_topics(bootstrap, Topics.from_settings(settings).all())
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+        start_ms = int(time.time() * 1000)
+        print(f"producing {n} impressions (no actions)", file=sys.stderr, flush=True)
+        for i in range(n):
+            iid = f"i{i}"
+            imp = impression(iid, timestamp_ms=start_ms + i * 60_000 // n, chosen=i % 5)
+            producer.send(prefix + "impressions", key=iid.encode(), value=orjson.dumps(imp))
+            if i % 100_000 == 99_999:
+                print(f"  {i + 1} produced", file=sys.stderr, flush=True)
+        producer.flush()
+        data = Path(tmp) / "data"
+        worker = WorkerProcess(
+            "--broker",
+            bootstrap,
+            "--topic-prefix",
+            prefix,
+            "--partitions",
+            "4",
+            "--data-dir",
+            str(data),
+            "--reward-window-s",
+            "3600",
+            log_path=Path(worker_log) if worker_log else Path(tmp) / "worker.log",
+            env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
+        )
+        started = time.perf_counter()
+        peak = cpu = consumed = 0.0
+        with worker:
+            while consumed < n and time.perf_counter() - started < 7200:
+                time.sleep(2)
+                metrics = scrape(worker.url)
+                consumed = total(metrics, "ltrr_join_events_total", outcome="opened")
+                pid = worker.proc.pid if worker.proc else 0
+                peak = max(peak, _vm_hwm_mb(pid))
+                cpu = _cpu_s(pid) or cpu
+                print(
+                    f"{time.perf_counter() - started:7.1f} s: opened {consumed:.0f}/{n}, "
+                    f"rss peak {peak:.0f} MB, worker cpu {cpu:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elapsed = time.perf_counter() - started
+            open_now = total(scrape(worker.url), "ltrr_join_state_entries")
+            size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+        return {
+            "broker": broker_kind,
+            "impressions": n,
+            "opened": int(consumed),
+            "open_deadlines": int(open_now),
+            "seconds": round(elapsed, 1),
+            "ingest_impressions_per_s": rate(int(consumed), elapsed),
+            "worker_peak_rss_mb": round(peak, 1),
+            "worker_cpu_s": round(cpu, 1),
+            "data_dir_mb": round(size / 2**20, 1),
+            "data_dir_bytes_per_open_impression": round(size / max(consumed, 1)),
+        }
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
     try:
@@ -234,12 +315,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=50_000, help="0 skips end to end")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    parser.add_argument(
+        "--open-windows",
+        type=int,
+        default=0,
+        help="also hold this many impressions in open (1 h) windows: peak RSS, join state "
+        "on disk per open impression, ingest rate (the issue's figure is 1000000; 0 skips)",
+    )
     parser.add_argument("--worker-log", help="keep the worker's log in this file")
     args = parser.parse_args()
     result: dict[str, Any] = {"learner": learner_throughput(args.examples, args.rounds)}
     if args.backlog:
         best = result["learner"]["examples_per_s"]["ltrr"]["max"]
         result["end_to_end"] = end_to_end(args.backlog, args.broker, best, args.worker_log)
+    if args.open_windows:
+        result["open_windows"] = open_windows(args.open_windows, args.broker, args.worker_log)
     print(json.dumps(result, indent=2))
     return 0
 
