@@ -150,10 +150,17 @@ class Joiner:
         if part is None:
             raw_seq = self.store.get(_k(partition, "meta", "seq"))
             seq = int(raw_seq) if raw_seq else 0
-            # The lowest outbox key that may still exist: scans start there, not at the
-            # tombstones of entries already sent.
-            first = next(iter(self.store.scan(_k(partition, "out/"))), None)
-            out_from = first[0] if first else _k(partition, "out", f"{seq:020d}")
+            # The lowest and highest outbox keys that exist: scans start at the lowest, not at
+            # the tombstones of entries already sent; new entries go above the highest. A
+            # store ahead of its changelog (a stop before the last rows were sent) may get an
+            # older meta/seq back from the replay: a pending entry must not be overwritten.
+            first = last = None
+            for key, _ in self.store.scan(_k(partition, "out/")):
+                first = first or key
+                last = key
+            if last is not None:
+                seq = max(seq, int(last.rsplit(b"/", 1)[1]) + 1)
+            out_from = first if first else _k(partition, "out", f"{seq:020d}")
             # Counted once here, then kept by _write: a scrape must not scan the state.
             pending = sum(1 for _ in self.store.scan(_k(partition, "due/")))
             part = self._parts[partition] = _Partition(

@@ -365,3 +365,26 @@ def test_reward_entries_carry_their_plan_and_value_for_metrics(store: Store) -> 
     (entry,) = drain(j)
     part = orjson.loads(entry.value)["ltrr"]
     assert (entry.plan, entry.reward) == (part["plan_id"], part["reward"])
+
+
+def test_a_restart_on_a_store_ahead_of_its_changelog_overwrites_no_pending_entry(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped after writes whose changelog rows never left it restarts on its own
+    store and replays the changelog over it, which reverts ``meta/seq``: an outbox entry
+    still pending must not be overwritten by the next one (its reward would be lost)."""
+    store = RocksStore(tmp_path / "join")
+    j = joiner(store)
+    j.on_impression(imp("a"), isrc(0, 0))
+    assert expire(j, WINDOW) == ["closed_default"]
+    logged = j.take_changes()[0]  # these rows reached the changelog
+    assert [o.kind for o in drain(j)] == ["reward"]  # a's reward sent ...
+    j.on_impression(imp("b", WINDOW + 1), isrc(0, 1))
+    assert expire(j, 2 * WINDOW + 1) == ["closed_default"]  # ... b's closed, not sent
+    j.take_changes()  # the stop: these rows never reach the changelog
+    restarted = joiner(store)
+    restarted.restore(0, logged, len(logged))
+    restarted.on_impression(imp("c", 2 * WINDOW + 2), isrc(0, 2))
+    assert expire(restarted, 3 * WINDOW + 2) == ["closed_default"]
+    sent = [orjson.loads(o.value)["EventId"] for o in drain(restarted)]
+    assert {"b", "c"} <= set(sent)  # a may come again: resent copies are deduplicated
