@@ -398,12 +398,8 @@ class LearningLoop:
         await self.join_poll("actions", events)
 
     async def join_poll(self, stream: str, events: list[tuple[dict[str, Any], Any]]) -> None:
-        partitions = sorted({message.partition for _, message in events})
-        # Every partition restored at once: one may be taken away and given back (restoring
-        # again) while this waits for another.
-        while not all(self.owned.get(p) is not None and self.owned[p].is_set() for p in partitions):
-            for partition in partitions:
-                await self.ready(partition)
+        for partition in sorted({message.partition for _, message in events}):
+            await self.ready(partition)
         joiner, marks = self.parts.joiner, self.marks
         handle = joiner.on_impression if stream == "impressions" else joiner.on_action
         verdicts: Counter[str] = Counter()
