@@ -31,6 +31,8 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,27 +105,57 @@ def learner_throughput(n: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def end_to_end(
-    n: int, broker_kind: str, learner_rate: float, worker_log: str | None = None
-) -> dict[str, Any]:
+PREFIX = "bench."
+
+
+@contextmanager
+def bench_broker(broker_kind: str) -> Iterator[tuple[str, Any, Path]]:
+    """A fresh broker (tansu or Apache Kafka) with ltrr's topics under ``PREFIX`` (4
+    partitions), a batching producer and a temporary directory: (bootstrap, producer, dir)."""
     from kafka import KafkaProducer
 
-    from ltrr.processes import WorkerProcess
     from ltrr.streams.admin import create_topics
-    from ltrr.streams.scrape import scrape, total
     from ltrr.streams.settings import Settings
     from ltrr.streams.topics import Topics
     from ltrr.testing.kafka import ApacheKafka
     from ltrr.testing.tansu import TansuBroker
-    from tests.events import action, impression
 
     broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()
     with tempfile.TemporaryDirectory() as tmp, broker:
         bootstrap = broker.start() if broker_kind == "tansu" else broker.bootstrap
-        prefix = "bench."
-        settings = Settings(broker=bootstrap, topic_prefix=prefix, partitions=4)
+        settings = Settings(broker=bootstrap, topic_prefix=PREFIX, partitions=4)
         create_topics(bootstrap, Topics.from_settings(settings).all())
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+        yield bootstrap, producer, Path(tmp)
+
+
+def bench_worker(bootstrap: str, data: Path, worker_log: str | None, tmp: Path, *flags: str) -> Any:
+    """An ``ltrr worker`` (not started) on the bench topics, 4 partitions, state in ``data``."""
+    from ltrr.processes import WorkerProcess
+
+    return WorkerProcess(
+        "--broker",
+        bootstrap,
+        "--topic-prefix",
+        PREFIX,
+        "--partitions",
+        "4",
+        "--data-dir",
+        str(data),
+        *flags,
+        log_path=Path(worker_log) if worker_log else tmp / "worker.log",
+        env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
+    )
+
+
+def end_to_end(
+    n: int, broker_kind: str, learner_rate: float, worker_log: str | None = None
+) -> dict[str, Any]:
+    from ltrr.streams.scrape import scrape, total
+    from tests.events import action, impression
+
+    with bench_broker(broker_kind) as (bootstrap, producer, tmp):
+        prefix = PREFIX
         rng = random.Random(9)
         start_ms = int(time.time() * 1000) - 600_000  # a backlog: the last ten minutes
         sent_actions = silent = 0
@@ -141,23 +173,17 @@ def end_to_end(
                 producer.send(prefix + "actions", key=key, value=orjson.dumps(act))
                 sent_actions += 1
         producer.flush()
-        worker = WorkerProcess(
-            "--broker",
+        worker = bench_worker(
             bootstrap,
-            "--topic-prefix",
-            prefix,
-            "--partitions",
-            "4",
-            "--data-dir",
-            str(Path(tmp) / "data"),
+            tmp / "data",
+            worker_log,
+            tmp,
             "--reward-window-s",
             "5",
             "--join-tick-s",
             "0.5",
             "--event-delay-s",
             "5",
-            log_path=Path(worker_log) if worker_log else Path(tmp) / "worker.log",
-            env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
         )
         started = time.perf_counter()
         peak = cpu = 0.0
@@ -215,24 +241,11 @@ def end_to_end(
 def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dict[str, Any]:
     """``n`` impressions without actions, all inside one open reward window (1 h): the
     worker's peak RSS, its join state on disk per open impression, and its ingest rate."""
-    from kafka import KafkaProducer
-
-    from ltrr.processes import WorkerProcess
-    from ltrr.streams.admin import create_topics
     from ltrr.streams.scrape import scrape, total
-    from ltrr.streams.settings import Settings
-    from ltrr.streams.topics import Topics
-    from ltrr.testing.kafka import ApacheKafka
-    from ltrr.testing.tansu import TansuBroker
     from tests.events import impression
 
-    broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()
-    with tempfile.TemporaryDirectory() as tmp, broker:
-        bootstrap = broker.start() if broker_kind == "tansu" else broker.bootstrap
-        prefix = "bench."
-        settings = Settings(broker=bootstrap, topic_prefix=prefix, partitions=4)
-        create_topics(bootstrap, Topics.from_settings(settings).all())
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    with bench_broker(broker_kind) as (bootstrap, producer, tmp):
+        prefix = PREFIX
         start_ms = int(time.time() * 1000)
         print(f"producing {n} impressions (no actions)", file=sys.stderr, flush=True)
         for i in range(n):
@@ -242,21 +255,8 @@ def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dic
             if i % 100_000 == 99_999:
                 print(f"  {i + 1} produced", file=sys.stderr, flush=True)
         producer.flush()
-        data = Path(tmp) / "data"
-        worker = WorkerProcess(
-            "--broker",
-            bootstrap,
-            "--topic-prefix",
-            prefix,
-            "--partitions",
-            "4",
-            "--data-dir",
-            str(data),
-            "--reward-window-s",
-            "3600",
-            log_path=Path(worker_log) if worker_log else Path(tmp) / "worker.log",
-            env={"LTRR_SNAPSHOT_KEY": secrets.token_hex(32)},
-        )
+        data = tmp / "data"
+        worker = bench_worker(bootstrap, data, worker_log, tmp, "--reward-window-s", "3600")
         started = time.perf_counter()
         peak = cpu = consumed = 0.0
         with worker:
