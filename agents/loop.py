@@ -389,29 +389,21 @@ class LearningLoop:
             message.value,
         )
 
-    async def on_impressions(self, events: list[tuple[dict[str, Any], Any]]) -> None:
-        """Join a poll of validated impressions: one store write, one changelog batch."""
-        await self.join_poll("impressions", events)
-
-    async def on_actions(self, events: list[tuple[dict[str, Any], Any]]) -> None:
-        """Join a poll of validated actions: one store write, one changelog batch."""
-        await self.join_poll("actions", events)
-
-    async def join_poll(self, stream: str, events: list[tuple[dict[str, Any], Any]]) -> None:
-        for partition in sorted({message.partition for _, message in events}):
-            await self.ready(partition)
-        joiner, marks = self.parts.joiner, self.marks
-        handle = joiner.on_impression if stream == "impressions" else joiner.on_action
-        verdicts: Counter[str] = Counter()
-        with joiner.batch():  # no await inside: nothing else touches the join meanwhile
-            for event, message in events:
-                verdicts[handle(event, self.source(message)).verdict] += 1
-                marks.observe(stream, message.partition, message.offset, event["timestamp_ms"])
+    async def on_impression(self, event: dict[str, Any], message: Any) -> None:
+        await self.ready(message.partition)
+        effect = self.parts.joiner.on_impression(event, self.source(message))
+        m.child(m.JOIN_EVENTS, effect.verdict).inc()
+        self.marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
         await self.send_changes()
-        for verdict, n in verdicts.items():
-            m.child(m.JOIN_EVENTS, verdict).inc(n)
-        if verdicts["late"]:
-            m.LATE_ACTIONS.inc(verdicts["late"])
+
+    async def on_action(self, event: dict[str, Any], message: Any) -> None:
+        await self.ready(message.partition)
+        effect = self.parts.joiner.on_action(event, self.source(message))
+        self.marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
+        await self.send_changes()
+        m.child(m.JOIN_EVENTS, effect.verdict).inc()
+        if effect.verdict == "late":
+            m.LATE_ACTIONS.inc()
 
     async def flush_outbox(self) -> None:
         """Send the outbox in chunks: every message of a chunk is handed to the producer
@@ -805,7 +797,7 @@ def register_learning_loop(
     app.on_partitions_assigned.connect(loop.on_assigned)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(loop.on_shutdown)  # type: ignore[arg-type]
     register_ingest(
-        app, topics, settings, on_impressions=loop.on_impressions, on_actions=loop.on_actions
+        app, topics, settings, on_impression=loop.on_impression, on_action=loop.on_action
     )
     app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")(loop.join_tick)
     app.task(loop.follow_snapshots)
