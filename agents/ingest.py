@@ -1,7 +1,9 @@
 """Ingest agents: validate every impression and action; route bad input to the dead-letter topic.
 
-Accepted events (validated JSON objects) are handed, with their Kafka message, to the
-``on_impression`` / ``on_action`` callbacks (the join); the stream never stops on bad input.
+Events are taken a poll at a time (up to ``BATCH_MAX`` within ``BATCH_WITHIN_S``): each is
+validated once, here at the edge; the accepted ones (validated JSON objects, with their Kafka
+message) are handed together to the ``on_impressions`` / ``on_actions`` callbacks (the join),
+then the whole poll is acknowledged. The stream never stops on bad input.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from ltrr.schemas.validation import Rejection, decode
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
 
-#: Called with the validated event and the Kafka message it came in.
-Handler = Callable[[dict[str, Any], Any], Awaitable[None]]
+#: Called with the validated events of one poll, each with the Kafka message it came in.
+Handler = Callable[[list[tuple[dict[str, Any], Any]]], Awaitable[None]]
+
+#: At most this many events per poll, waiting at most ``BATCH_WITHIN_S`` for them.
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
 
 
-async def _noop(event: dict[str, Any], message: Any) -> None:
+async def _noop(events: list[tuple[dict[str, Any], Any]]) -> None:
     return None
 
 
@@ -68,8 +74,8 @@ def register_ingest(
     topics: Topics,
     settings: Settings,
     *,
-    on_impression: Handler = _noop,
-    on_action: Handler = _noop,
+    on_impressions: Handler = _noop,
+    on_actions: Handler = _noop,
 ) -> None:
     """Declare the two ingest agents on ``app``."""
     dlq = app.topic(topics.dlq.name, partitions=topics.dlq.partitions)
@@ -78,37 +84,43 @@ def register_ingest(
         sizes = EVENT_BYTES.labels(logical)
         accepted = EVENTS_CONSUMED.labels(logical, "accepted")
         rejected = EVENTS_CONSUMED.labels(logical, "rejected")
-        async for event in stream.events():
-            message = event.message
-            raw = message.value
-            sizes.observe(len(raw or b""))
-            result = decode(
-                contract,
-                raw,
-                key=message.key,
-                key_field="impression_id",
-                max_bytes=settings.max_event_bytes,
-            )
-            if not isinstance(result, Rejection):
-                result = (
-                    check_event_time(
-                        result,
-                        int(time.time() * 1000),
-                        max_skew_ms=int(settings.max_clock_skew_s * 1000),
-                        max_age_ms=int(settings.max_event_age_s * 1000),
+        max_skew_ms = int(settings.max_clock_skew_s * 1000)
+        max_age_ms = int(settings.max_event_age_s * 1000)
+        async for events in stream.noack().noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            now = int(time.time() * 1000)
+            good: list[tuple[dict[str, Any], Any]] = []
+            for event in events:
+                message = event.message
+                raw = message.value
+                sizes.observe(len(raw or b""))
+                result = decode(
+                    contract,
+                    raw,
+                    key=message.key,
+                    key_field="impression_id",
+                    max_bytes=settings.max_event_bytes,
+                )
+                if not isinstance(result, Rejection):
+                    result = (
+                        check_event_time(
+                            result, now, max_skew_ms=max_skew_ms, max_age_ms=max_age_ms
+                        )
+                        or result
                     )
-                    or result
-                )
-            if not isinstance(result, Rejection) and contract is Contract.SEARCH_IMPRESSION:
-                result = check_probability(result, settings.min_probability) or result
-            if isinstance(result, Rejection):
-                rejected.inc()
-                await send_dead_letter(
-                    dlq, logical, message, result, max_message_bytes=settings.max_message_bytes
-                )
-                continue
-            accepted.inc()
-            await handle(result, message)
+                if not isinstance(result, Rejection) and contract is Contract.SEARCH_IMPRESSION:
+                    result = check_probability(result, settings.min_probability) or result
+                if isinstance(result, Rejection):
+                    rejected.inc()
+                    await send_dead_letter(
+                        dlq, logical, message, result, max_message_bytes=settings.max_message_bytes
+                    )
+                    continue
+                accepted.inc()
+                good.append((result, message))
+            if good:
+                await handle(good)
+            for event in events:
+                event.ack()
 
     impressions = app.topic(topics.impressions.name, partitions=topics.impressions.partitions)
     actions = app.topic(topics.actions.name, partitions=topics.actions.partitions)
@@ -119,9 +131,9 @@ def register_ingest(
             stream,
             Contract.SEARCH_IMPRESSION,
             "impressions",
-            on_impression,
+            on_impressions,
         )
 
     @app.agent(actions, name="ltrr.ingest.actions")
     async def ingest_actions(stream: Any) -> None:
-        await consume(stream, Contract.USER_ACTION, "actions", on_action)
+        await consume(stream, Contract.USER_ACTION, "actions", on_actions)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,37 @@ class Joiner:
         self._parts: dict[int, _Partition] = {}
         #: Writes not yet handed to the changelog, per partition, in order.
         self._changes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        #: Inside ``batch()``: the writes not yet in the store, per partition (None: outside).
+        self._overlay: dict[int, dict[bytes, bytes | None]] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply the inputs handled inside as one atomic store write, with one changelog row
+        per key written (its last value): a poll of events costs one write, not one per event.
+        Reads inside see the writes before them. The block must not await: nothing else may
+        touch the join meanwhile."""
+        if self._overlay is not None:  # nested: the outer block writes
+            yield
+            return
+        self._overlay = {}
+        try:
+            yield
+        finally:
+            overlay, self._overlay = self._overlay, None
+            merged: dict[bytes, bytes | None] = {}
+            for rows in overlay.values():
+                merged.update(rows)
+            if merged:
+                self.store.write(merged)
+            for p, rows in overlay.items():
+                self._changes.setdefault(p, []).extend(rows.items())
+
+    def _get(self, p: int, key: bytes) -> bytes | None:
+        if self._overlay is not None:
+            rows = self._overlay.get(p)
+            if rows is not None and key in rows:
+                return rows[key]
+        return self.store.get(key)
 
     def _part(self, partition: int) -> _Partition:
         """The partition's counters, read from the store the first time it is touched."""
@@ -173,14 +205,14 @@ class Joiner:
     def on_impression(self, impression: dict[str, Any], source: Source) -> Effect:
         iid = impression["impression_id"]
         p = source.partition
-        if self.store.get(_k(p, "imp", iid)) is not None:
+        if self._get(p, _k(p, "imp", iid)) is not None:
             return Effect("duplicate_impression")
         start = impression["timestamp_ms"]
         deadline = start + self.join.window_ms
         batch: dict[bytes, bytes | None] = {}
         actions: list[dict[str, Any]] = []
         late: list[dict[str, Any]] = []
-        orphan_raw = self.store.get(_k(p, "orph", iid))
+        orphan_raw = self._get(p, _k(p, "orph", iid))
         if orphan_raw is not None:
             orphan = orjson.loads(orphan_raw)
             for entry in orphan["entries"]:
@@ -207,7 +239,7 @@ class Joiner:
     def on_action(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
         p = source.partition
-        raw = self.store.get(_k(p, "imp", iid))
+        raw = self._get(p, _k(p, "imp", iid))
         if raw is None:
             return self._buffer_orphan(action, source)
         record = orjson.loads(raw)
@@ -243,7 +275,7 @@ class Joiner:
     def _buffer_orphan(self, action: dict[str, Any], source: Source) -> Effect:
         iid = action["impression_id"]
         p = source.partition
-        raw = self.store.get(_k(p, "orph", iid))
+        raw = self._get(p, _k(p, "orph", iid))
         batch: dict[bytes, bytes | None] = {}
         if raw is None:
             orphan: dict[str, Any] = {
@@ -299,7 +331,7 @@ class Joiner:
         return effects
 
     def _close(self, p: int, iid: str, now_ms: int, batch: dict[bytes, bytes | None]) -> Effect:
-        raw = self.store.get(_k(p, "imp", iid))
+        raw = self._get(p, _k(p, "imp", iid))
         if raw is None:
             return Effect("missing")
         record = orjson.loads(raw)
@@ -358,7 +390,7 @@ class Joiner:
     def _expire_orphans(
         self, p: int, iid: str, now_ms: int, batch: dict[bytes, bytes | None]
     ) -> list[Effect]:
-        raw = self.store.get(_k(p, "orph", iid))
+        raw = self._get(p, _k(p, "orph", iid))
         if raw is None:
             return []
         batch[_k(p, "orph", iid)] = None
@@ -481,9 +513,12 @@ class Joiner:
         so the count stays equal to the number of ``due/`` keys in the store.
         """
         part = self._part(p)  # read before the write, so the batch is counted once
-        self.store.write(batch)
-        if log:
-            self._changes.setdefault(p, []).extend(batch.items())
+        if self._overlay is not None and log:
+            self._overlay.setdefault(p, {}).update(batch)  # written when the batch ends
+        else:
+            self.store.write(batch)
+            if log:
+                self._changes.setdefault(p, []).extend(batch.items())
         due = _k(p, "due/")
         for key, value in batch.items():
             if key.startswith(due):

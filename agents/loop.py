@@ -354,11 +354,21 @@ class LearningLoop:
         self.owned.pop(partition, None)
         self.marks.forget([partition])
 
-    async def ready(self, partition: int) -> None:
+    async def ready(self, partition: int, tp: Any) -> bool:
+        """Wait until ``partition``'s join state is restored; False if this worker does not
+        own it (any more): its events are then left to the owner, which reads them from the
+        last committed offset (Faust discards commits of revoked partitions).
+
+        A poll taken before a rebalance may be joined after it: such an event must not make
+        this worker take its partition back while another worker owns it (two owners: one's
+        open windows are never closed by the other, which would not restore them)."""
         done = self.owned.get(partition)
-        if done is None:  # delivered before the assignment signal: own it now
-            done = self.take(partition)
+        if done is None:
+            if tp not in self.app.consumer.assignment():
+                return False
+            done = self.take(partition)  # delivered before the assignment signal: own it
         await done.wait()
+        return self.owned.get(partition) is done
 
     def restored_partitions(self) -> list[int]:
         return sorted(p for p, done in self.owned.items() if done.is_set())
@@ -389,21 +399,36 @@ class LearningLoop:
             message.value,
         )
 
-    async def on_impression(self, event: dict[str, Any], message: Any) -> None:
-        await self.ready(message.partition)
-        effect = self.parts.joiner.on_impression(event, self.source(message))
-        m.child(m.JOIN_EVENTS, effect.verdict).inc()
-        self.marks.observe("impressions", message.partition, message.offset, event["timestamp_ms"])
-        await self.send_changes()
+    async def on_impressions(self, events: list[tuple[dict[str, Any], Any]]) -> None:
+        """Join a poll of validated impressions: one store write, one changelog batch."""
+        await self.join_poll("impressions", events)
 
-    async def on_action(self, event: dict[str, Any], message: Any) -> None:
-        await self.ready(message.partition)
-        effect = self.parts.joiner.on_action(event, self.source(message))
-        self.marks.observe("actions", message.partition, message.offset, event["timestamp_ms"])
+    async def on_actions(self, events: list[tuple[dict[str, Any], Any]]) -> None:
+        """Join a poll of validated actions: one store write, one changelog batch."""
+        await self.join_poll("actions", events)
+
+    async def join_poll(self, stream: str, events: list[tuple[dict[str, Any], Any]]) -> None:
+        tps = {message.partition: message.tp for _, message in events}
+        for partition in sorted(tps):
+            await self.ready(partition, tps[partition])
+        # Checked after the last await: a rebalance may have moved a partition meanwhile.
+        mine = {p for p in tps if (done := self.owned.get(p)) is not None and done.is_set()}
+        if len(mine) < len(tps):
+            skipped = sum(1 for _, message in events if message.partition not in mine)
+            m.child(m.JOIN_EVENTS, "not_owned").inc(skipped)
+            events = [(e, message) for e, message in events if message.partition in mine]
+        joiner, marks = self.parts.joiner, self.marks
+        handle = joiner.on_impression if stream == "impressions" else joiner.on_action
+        verdicts: Counter[str] = Counter()
+        with joiner.batch():  # no await inside: nothing else touches the join meanwhile
+            for event, message in events:
+                verdicts[handle(event, self.source(message)).verdict] += 1
+                marks.observe(stream, message.partition, message.offset, event["timestamp_ms"])
         await self.send_changes()
-        m.child(m.JOIN_EVENTS, effect.verdict).inc()
-        if effect.verdict == "late":
-            m.LATE_ACTIONS.inc()
+        for verdict, n in verdicts.items():
+            m.child(m.JOIN_EVENTS, verdict).inc(n)
+        if verdicts["late"]:
+            m.LATE_ACTIONS.inc(verdicts["late"])
 
     async def flush_outbox(self) -> None:
         """Send the outbox in chunks: every message of a chunk is handed to the producer
@@ -797,7 +822,7 @@ def register_learning_loop(
     app.on_partitions_assigned.connect(loop.on_assigned)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(loop.on_shutdown)  # type: ignore[arg-type]
     register_ingest(
-        app, topics, settings, on_impression=loop.on_impression, on_action=loop.on_action
+        app, topics, settings, on_impressions=loop.on_impressions, on_actions=loop.on_actions
     )
     app.timer(interval=settings.join_tick_s, name="ltrr.join.tick")(loop.join_tick)
     app.task(loop.follow_snapshots)

@@ -40,7 +40,8 @@ EVENT_BYTES = Histogram(
 JOIN_EVENTS = Counter(
     "ltrr_join_events_total",
     "Join outcomes: opened, joined, duplicate, buffered (action before impression), late, "
-    "closed, closed_default, orphan, forgotten.",
+    "closed, closed_default, orphan, forgotten; not_owned: an event of a partition that moved to "
+    "another worker while its poll waited (left to the new owner, which reads it again).",
     ["outcome"],
 )
 REWARDS = Counter("ltrr_rewards_total", "Rewards emitted by the join, by chosen plan.", ["plan"])

@@ -388,3 +388,68 @@ def test_a_restart_on_a_store_ahead_of_its_changelog_overwrites_no_pending_entry
     assert expire(restarted, 3 * WINDOW + 2) == ["closed_default"]
     sent = [orjson.loads(o.value)["EventId"] for o in drain(restarted)]
     assert {"b", "c"} <= set(sent)  # a may come again: resent copies are deduplicated
+
+
+class CountingStore:
+    """A store that counts its atomic writes (wraps a real one)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.writes = inner, 0
+
+    def write(self, batch: dict[bytes, bytes | None]) -> None:
+        self.writes += 1
+        self.inner.write(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def play(j: Joiner) -> list[str]:
+    """One poll's worth of inputs on two partitions: early actions, impressions, joins,
+    duplicates and a late action, each reading what the ones before it wrote."""
+    early = act("a0", "i2", 5)
+    verdicts = [j.on_action(early, src(early, 0, partition=1)).verdict]
+    for n, (iid, p) in enumerate([("i1", 0), ("i2", 1), ("i3", 0)]):
+        verdicts.append(j.on_impression(imp(iid, n), isrc(p, n)).verdict)
+    verdicts.append(j.on_impression(imp("i1"), isrc(0, 9)).verdict)
+    for n, (aid, iid, t, p) in enumerate(
+        [("a1", "i1", 10, 0), ("a2", "i2", 20, 1), ("a1", "i1", 11, 0), ("a3", "i3", 5000, 0)]
+    ):
+        a = act(aid, iid, t)
+        verdicts.append(j.on_action(a, src(a, n, partition=p)).verdict)
+    return verdicts
+
+
+def test_a_batch_is_one_write_with_the_same_state_and_changelog(tmp_path: Path) -> None:
+    """Inputs inside ``batch()`` see each other's writes, reach the store in one atomic
+    write, and leave the same state, windows and changelog as the same inputs one by one."""
+    one_by_one, batched = (
+        joiner(RocksStore(tmp_path / "a")),
+        CountingStore(RocksStore(tmp_path / "b")),
+    )
+    jb = joiner(batched)  # type: ignore[arg-type]
+    expected = play(one_by_one)
+    with jb.batch():
+        got = play(jb)
+        assert batched.writes == 0  # nothing reaches the store before the batch ends
+        assert jb.take_changes() == {}
+    assert got == expected
+    assert "opened_with_early_actions" in got and "duplicate" in got and "late" in got
+    assert batched.writes == 1
+    assert list(batched.scan(b"j/")) == list(one_by_one.store.scan(b"j/"))
+    assert jb.open_windows() == one_by_one.open_windows() == due_keys(one_by_one.store)
+    # The changelog carries each key's last value once; replayed, it gives the same state.
+    changes_a, changes_b = one_by_one.take_changes(), jb.take_changes()
+    for p in (0, 1):
+        keys = [k for k, _ in changes_b[p]]
+        assert len(keys) == len(set(keys)) < len(changes_a[p])
+        assert dict(changes_b[p]) == dict(changes_a[p])
+    replica = joiner(RocksStore(tmp_path / "c"))
+    for p in (0, 1):
+        replica.restore(p, changes_b[p], 1)
+    assert [kv for kv in replica.store.scan(b"j/") if b"/meta/changelog" not in kv[0]] == list(
+        one_by_one.store.scan(b"j/")
+    )
+    # Windows close the same way from both.
+    assert expire(jb, 3 * WINDOW, 0) == expire(one_by_one, 3 * WINDOW, 0)
+    assert [o.value for o in drain(jb)] == [o.value for o in drain(one_by_one)]

@@ -1,18 +1,24 @@
-"""The learning loop's readiness checks, on a real LearningLoop (no broker needed to build
-one): /readyz names the learner when rewards wait while checkpoints keep failing."""
+"""The learning loop's readiness and ownership checks, on a real LearningLoop (no broker
+needed to build one): /readyz names the learner when rewards wait while checkpoints keep
+failing; a poll joined after a rebalance leaves a partition that moved away to its owner."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from ltrr.agents import metrics as m
 from ltrr.agents.loop import STUCK_AFTER_S, LearningLoop
 from ltrr.streams.app import create_app
 from ltrr.streams.health import Health
 from ltrr.streams.settings import Settings
 from ltrr.streams.topics import Topics
 from tests.conftest import TEST_SNAPSHOT_KEY
+from tests.events import impression
 
 
 class Event:
@@ -61,4 +67,45 @@ def test_an_idle_learner_is_ready_when_a_reward_arrives(tmp_path: Path) -> None:
     asyncio.run(loop.checkpoint_tick())  # nothing waits: as current as a checkpoint makes it
     loop.gate.hold(Event(), learned=True)  # a reward arrives just now
     assert "learner" not in health.problems()
+    loop.parts.close()
+
+
+class Message:
+    """The fields of a Faust message the join reads."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.tp = (topic, partition)
+        self.timestamp, self.key, self.value = None, b"k", b"{}"
+
+
+def test_a_poll_never_takes_back_a_partition_that_moved_to_another_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll taken before a rebalance and joined after it: the events of the partition that
+    moved away are left to its new owner; the partition this worker still owns is joined."""
+    loop, _ = build(tmp_path)
+    sent: list[tuple[str, int | None]] = []
+
+    async def produce(topic: str, rows: Any, partition: int | None = None, **_: Any) -> list[Any]:
+        sent.extend((topic, partition) for _ in rows)
+        return []
+
+    monkeypatch.setattr(loop, "produce", produce)
+    topic = loop.topics.impressions.name
+    kept = asyncio.Event()
+    kept.set()
+    loop.owned[0] = kept  # partition 0 stays here; partition 1 went to another worker
+    monkeypatch.setattr(loop.app.consumer, "assignment", lambda: {(topic, 0)})
+    events = [(impression(f"imp-{p}-{i}"), Message(topic, p, i)) for p in (0, 1) for i in range(3)]
+    before = m.child(m.JOIN_EVENTS, "not_owned")._value.get()
+
+    asyncio.run(loop.join_poll("impressions", events))
+
+    assert set(loop.owned) == {0}  # not taken back
+    assert m.child(m.JOIN_EVENTS, "not_owned")._value.get() - before == 3
+    changelog = loop.topics.join_changelog.name
+    assert sent and all(t == changelog and p == 0 for t, p in sent)
+    assert loop.parts.joiner.store.get(b"j/00000/imp/imp-0-0") is not None
+    assert loop.parts.joiner.store.get(b"j/00001/imp/imp-1-0") is None
     loop.parts.close()
