@@ -416,6 +416,12 @@ class LearningLoop:
         if len(mine) < len(tps):
             skipped = sum(1 for _, message in events if message.partition not in mine)
             m.child(m.JOIN_EVENTS, "not_owned").inc(skipped)
+            log.info(
+                "left %d %s of partitions %s to the worker that owns them now",
+                skipped,
+                stream,
+                sorted(set(tps) - mine),
+            )
             events = [(e, message) for e, message in events if message.partition in mine]
         joiner, marks = self.parts.joiner, self.marks
         handle = joiner.on_impression if stream == "impressions" else joiner.on_action
