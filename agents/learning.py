@@ -238,6 +238,16 @@ class Learners:
         self._remember(m, event_id)
         return Verdict("learned", name, cost, prob)
 
+    def problem(self, raw: bytes) -> str | None:
+        """Why the learner would dead-letter reward line ``raw`` (its reason), or None if it
+        meets the invariants: the Q2E memory folds in only what the learner accepts, so a
+        line written into the rewards topic by someone else cannot steer the memory either."""
+        try:
+            self._check(raw)
+        except _Invalid as exc:
+            return exc.reason
+        return None
+
     def _check(self, raw: bytes) -> _Head:
         """The fields the learner uses, if the line meets the cheap invariants; raises
         ``_Invalid`` saying which one fails."""

@@ -727,6 +727,7 @@ class LearningLoop:
         one write, replicate the rows, then ack. Rewards below the stored offset were folded
         in before a restart and are skipped (unless the topic was recreated)."""
         store, memory = self.parts.memory_store, self.parts.memory
+        learners = self.parts.learners
         offsets: dict[int, int] = {}
         records: Counter[str] = Counter()
         for event in events:
@@ -748,8 +749,12 @@ class LearningLoop:
                 if not (isinstance(query, str) and isinstance(shown, list)):
                     raise TypeError("query/shown")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                records["invalid"] += 1
                 continue  # the learner dead-letters invalid rewards
             offsets[message.partition] = message.offset + 1
+            if learners.problem(message.value) is not None:  # the learner dead-letters it
+                records["invalid"] += 1
+                continue
             digest = hashlib.blake2b(message.value, digest_size=16).digest()
             if digest in self.q2e_seen:  # an identical copy, resent by the join
                 records["duplicate"] += 1

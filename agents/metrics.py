@@ -118,7 +118,8 @@ LEARNER_LOG_RESETS = Counter(
 CHECKPOINTS = Counter("ltrr_learner_checkpoints_total", "Learner checkpoints written.")
 Q2E_RECORDS = Counter(
     "ltrr_q2e_records_total",
-    "Rewards folded into the Q2E memory, by kind (on_time, late; duplicate: a resent copy).",
+    "Rewards folded into the Q2E memory, by kind (on_time, late; duplicate: a resent copy; "
+    "invalid: a line the learner dead-letters, not folded in).",
     ["kind"],
 )
 CATALOG_EVENTS = Counter(

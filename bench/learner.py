@@ -24,6 +24,7 @@ Usage: python bench/learner.py [--examples 25000] [--rounds 3] [--backlog 50000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -149,7 +150,11 @@ def bench_worker(bootstrap: str, data: Path, worker_log: str | None, tmp: Path, 
 
 
 def end_to_end(
-    n: int, broker_kind: str, learner_rate: float, worker_log: str | None = None
+    n: int,
+    broker_kind: str,
+    learner_rate: float,
+    worker_log: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     from ltrr.streams.scrape import scrape, total
     from tests.events import action, impression
@@ -173,35 +178,54 @@ def end_to_end(
                 producer.send(prefix + "actions", key=key, value=orjson.dumps(act))
                 sent_actions += 1
         producer.flush()
-        worker = bench_worker(
-            bootstrap,
-            tmp / "data",
-            worker_log,
-            tmp,
-            "--reward-window-s",
-            "5",
-            "--join-tick-s",
-            "0.5",
-            "--event-delay-s",
-            "5",
-        )
+        # One consumer group: the join partitions are split between the workers; the one
+        # that owns the model's rewards partition learns (one model, one learner).
+        group = [
+            bench_worker(
+                bootstrap,
+                tmp / f"data{w}",
+                f"{worker_log}.{w}" if worker_log and w else worker_log,
+                tmp / f"w{w}" if w else tmp,
+                "--reward-window-s",
+                "5",
+                "--join-tick-s",
+                "0.5",
+                "--event-delay-s",
+                "5",
+            )
+            for w in range(workers)
+        ]
+        for w in range(1, workers):
+            (tmp / f"w{w}").mkdir()
         started = time.perf_counter()
-        peak = cpu = 0.0
-        with worker:
-            learned = 0.0
-            metrics: dict[str, Any] = {}
-            #: Seconds from the worker's start until all input was consumed, the first reward
+        peak = 0.0
+        cpu = [0.0] * workers
+        with contextlib.ExitStack() as running:
+            for worker in group:  # started together: one rebalance, not one per worker
+                worker.start(wait=False)
+                running.callback(worker.stop)
+            for worker in group:  # serving metrics (readiness needs partitions assigned)
+                _wait_for_metrics(worker)
+            learned = orphans = defaults = 0.0
+            #: Seconds from the workers' start until all input was consumed, the first reward
             #: was learned and every impression's reward was sent.
             phases: dict[str, float] = {}
             while learned < n and time.perf_counter() - started < 3600:
                 time.sleep(2)
-                metrics = scrape(worker.url)
-                learned = total(metrics, "ltrr_learner_examples_total", verdict="learned")
-                pid = worker.proc.pid if worker.proc else 0
-                peak = max(peak, _vm_hwm_mb(pid))
-                cpu = _cpu_s(pid) or cpu
-                consumed = total(metrics, "ltrr_events_consumed_total")
-                rewarded = total(metrics, "ltrr_rewards_total")
+                scraped = [scrape(worker.url) for worker in group]
+                learned = sum(
+                    total(x, "ltrr_learner_examples_total", verdict="learned") for x in scraped
+                )
+                for w, worker in enumerate(group):
+                    pid = worker.proc.pid if worker.proc else 0
+                    peak = max(peak, _vm_hwm_mb(pid))
+                    cpu[w] = _cpu_s(pid) or cpu[w]
+                consumed = sum(total(x, "ltrr_events_consumed_total") for x in scraped)
+                rewarded = sum(total(x, "ltrr_rewards_total") for x in scraped)
+                orphans = sum(total(x, "ltrr_orphan_actions_total") for x in scraped)
+                defaults = sum(
+                    total(x, "ltrr_join_events_total", outcome="closed_default") for x in scraped
+                )
                 at = round(time.perf_counter() - started, 1)
                 if consumed >= n + sent_actions and "ingested" not in phases:
                     phases["ingested"] = at
@@ -211,16 +235,15 @@ def end_to_end(
                     phases["rewarded"] = at
                 print(
                     f"{at:7.1f} s: consumed {consumed:.0f}/{n + sent_actions}, rewards "
-                    f"{rewarded:.0f}, learned {learned:.0f}/{n}, worker cpu {cpu:.1f} s",
+                    f"{rewarded:.0f}, learned {learned:.0f}/{n}, worker cpu {sum(cpu):.1f} s",
                     file=sys.stderr,
                     flush=True,
                 )
             elapsed = time.perf_counter() - started
-            orphans = total(metrics, "ltrr_orphan_actions_total")
-            defaults = total(metrics, "ltrr_join_events_total", outcome="closed_default")
         per_s = rate(int(learned), elapsed)
         return {
             "broker": broker_kind,
+            "workers": workers,
             "impressions": n,
             "actions": sent_actions,
             "learned": int(learned),
@@ -230,10 +253,10 @@ def end_to_end(
             "orphaned_actions": int(orphans),
             "closed_with_default_reward": int(defaults),
             "impressions_without_actions": silent,  # the default reward is right for these
-            "worker_peak_rss_mb": round(peak, 1),
-            # CPU time of the worker process: steadier than wall time on a shared machine.
-            "worker_cpu_s": round(cpu, 1),
-            "impressions_per_cpu_s": rate(int(learned), cpu) if cpu else None,
+            "worker_peak_rss_mb": round(peak, 1),  # the largest worker's
+            # CPU time of the worker processes: steadier than wall time on a shared machine.
+            "worker_cpu_s": round(sum(cpu), 1),
+            "impressions_per_cpu_s": rate(int(learned), sum(cpu)) if sum(cpu) else None,
             "phases_s": phases,
         }
 
@@ -290,6 +313,22 @@ def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dic
         }
 
 
+def _wait_for_metrics(worker: Any, timeout_s: float = 120.0) -> None:
+    from ltrr.streams.scrape import scrape
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not worker.alive:
+            raise RuntimeError(f"a bench worker exited; see its log {worker.log_path}")
+        try:
+            scrape(worker.url)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
     try:
@@ -322,12 +361,23 @@ def main() -> int:
         help="also hold this many impressions in open (1 h) windows: peak RSS, join state "
         "on disk per open impression, ingest rate (the issue's figure is 1000000; 0 skips)",
     )
-    parser.add_argument("--worker-log", help="keep the worker's log in this file")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ltrr workers in one group for the catch-up (join partitions split between "
+        "them; one learns)",
+    )
+    parser.add_argument(
+        "--worker-log", help="keep the worker's log in this file (worker w > 0: FILE.w)"
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {"learner": learner_throughput(args.examples, args.rounds)}
     if args.backlog:
         best = result["learner"]["examples_per_s"]["ltrr"]["max"]
-        result["end_to_end"] = end_to_end(args.backlog, args.broker, best, args.worker_log)
+        result["end_to_end"] = end_to_end(
+            args.backlog, args.broker, best, args.worker_log, args.workers
+        )
     if args.open_windows:
         result["open_windows"] = open_windows(args.open_windows, args.broker, args.worker_log)
     print(json.dumps(result, indent=2))

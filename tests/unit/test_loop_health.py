@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from ltrr.agents import metrics as m
 from ltrr.agents.loop import STUCK_AFTER_S, LearningLoop
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
 from ltrr.streams.app import create_app
 from ltrr.streams.health import Health
 from ltrr.streams.settings import Settings
@@ -108,4 +111,49 @@ def test_a_poll_never_takes_back_a_partition_that_moved_to_another_worker(
     assert sent and all(t == changelog and p == 0 for t, p in sent)
     assert loop.parts.joiner.store.get(b"j/00000/imp/imp-0-0") is not None
     assert loop.parts.joiner.store.get(b"j/00001/imp/imp-1-0") is None
+    loop.parts.close()
+
+
+class Reward(Event):
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.message = Message("rewards", 0, offset)
+        self.message.value = value
+
+
+def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines written into the rewards topic by someone else (a probability of 1e-30, a cost of
+    1e308) would steer the memory as much as the bandit: Q2E skips what the learner refuses."""
+    loop, _ = build(tmp_path)
+
+    async def produce(*_: Any, **__: Any) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(loop, "produce", produce)
+
+    def line(query: str, **label: float) -> bytes:
+        imp = SearchImpression.from_dict(impression(f"imp-{query}-{label}", query=query))
+        event = reward_event(imp, 1.0, [])
+        event.update({f"_label_{k}": v for k, v in label.items()})
+        return orjson.dumps(event)
+
+    events = [
+        Reward(line("tayler love"), 0),
+        Reward(line("evil one", probability=1e-30), 1),
+        Reward(line("evil two", cost=1e308), 2),
+        Reward(b"\x00 not json", 3),
+    ]
+    counts = {k: m.child(m.Q2E_RECORDS, k)._value.get() for k in ("on_time", "invalid")}
+
+    asyncio.run(loop.remember_batch(events))
+
+    now = int(time.time() * 1000)
+    memory = loop.parts.memory
+    assert memory.remembered("tayler love", now)  # shown: remembered (exposure)
+    assert not memory.remembered("evil one", now)
+    assert not memory.remembered("evil two", now)
+    assert m.child(m.Q2E_RECORDS, "on_time")._value.get() - counts["on_time"] == 1
+    assert m.child(m.Q2E_RECORDS, "invalid")._value.get() - counts["invalid"] == 3
+    assert all(e.acked for e in events)
     loop.parts.close()
