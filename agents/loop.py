@@ -354,10 +354,11 @@ class LearningLoop:
         self.owned.pop(partition, None)
         self.marks.forget([partition])
 
-    async def ready(self, partition: int, tp: Any) -> bool:
-        """Wait until ``partition``'s join state is restored; False if this worker does not
-        own it (any more): its events are then left to the owner, which reads them from the
-        last committed offset (Faust discards commits of revoked partitions).
+    async def ready(self, partition: int, tp: Any) -> None:
+        """Wait until ``partition``'s join state is restored, if this worker is assigned it;
+        if not, return at once: its events are left to the owner, which reads them from the
+        last committed offset (Faust discards commits of revoked partitions). The caller
+        checks ownership after its last await (``join_poll``).
 
         A poll taken before a rebalance may be joined after it: such an event must not make
         this worker take its partition back while another worker owns it (two owners: one's
@@ -365,10 +366,9 @@ class LearningLoop:
         done = self.owned.get(partition)
         if done is None:
             if tp not in self.app.consumer.assignment():
-                return False
+                return
             done = self.take(partition)  # delivered before the assignment signal: own it
         await done.wait()
-        return self.owned.get(partition) is done
 
     def restored_partitions(self) -> list[int]:
         return sorted(p for p, done in self.owned.items() if done.is_set())

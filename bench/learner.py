@@ -314,19 +314,22 @@ def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dic
 
 
 def _wait_for_metrics(worker: Any, timeout_s: float = 120.0) -> None:
+    """Wait until ``worker`` serves its metrics (``Child.wait_ready``: raises if it exits)."""
     from ltrr.streams.scrape import scrape
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if not worker.alive:
-            raise RuntimeError(f"a bench worker exited; see its log {worker.log_path}")
+    def serving() -> bool:
         try:
             scrape(worker.url)
-            return
         except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+            return False
+        return True
+
+    worker.child.wait_ready(
+        serving,
+        timeout_s,
+        lambda why: RuntimeError(f"a bench worker {why}; its log ends:\n{worker.child.log_tail()}"),
+        interval_s=0.3,
+    )
 
 
 def _cpu_s(pid: int) -> float:
