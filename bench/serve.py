@@ -5,25 +5,33 @@ Measures, in one run on this machine:
   * the policy decision (features -> VW example -> pmf -> seeded sample) with 25 plans;
   * ``ltrr serve`` on a synthetic catalog (default 100k entities), twice in the same run: the
     new path (``--serve-workers`` processes, strategies concurrent and off the event loop) and
-    the single-loop path (one process, every strategy in turn on the loop): warm start-up time,
-    peak RSS of every process, and for 1, 8, 32 and 128 concurrent clients requests/s, p50 and
-    p99 latency and the peak of ``ltrr_impressions_buffered``; impressions are counted on the
-    topic (delivered when the load stopped, and 5 s later) against the searches answered;
+    the single-loop path (one process, every strategy in turn on the loop): warm start-up time
+    (until every worker process listens), peak RSS of every process, and for 1, 8, 32 and 128
+    concurrent clients requests/s, p50 and p99 latency and the peak of
+    ``ltrr_impressions_buffered``; every search answered must have its impression on the topic
+    (matched by impression id, 5 s after the load stopped). Each mode sends the same query
+    stream, by default every query distinct (each one a query-embedding cache miss, the
+    encoder's worst case); ``--repeat-share`` mixes in repeats of a Zipf head, as real traffic;
   * each strategy's cost per request in-process (its largest budget, and k=2), and the
     semantic encoder per query at batch 1, 8 and 32.
 
 Usage: python bench/serve.py [--entities 100000] [--clients 1 8 32 128] [--duration 10]
+                            [--repeat-share 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
+import os
 import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +124,24 @@ GENRES = [
 ]
 TYPES = ("track", "track", "track", "artist", "album", "playlist", "podcast", "station")
 NAMES = ["lexical", "semantic", "memory", "popular", "fresh"]
+
+
+def bench_queries(rng: random.Random, n: int, repeat_share: float) -> list[str]:
+    """``n`` queries of 1-3 words: distinct, except that a ``repeat_share`` of them repeat one
+    of the first 1,000 with Zipf-like weights (a head of popular queries, as search traffic has)."""
+    seen: set[str] = set()
+    distinct: list[str] = []
+    while len(distinct) < n:
+        q = " ".join(rng.sample(WORDS, rng.randint(1, 3)))
+        if q not in seen:
+            seen.add(q)
+            distinct.append(q)
+    head = distinct[:1000]
+    weights = [1.0 / (rank + 1) for rank in range(len(head))]
+    return [
+        rng.choices(head, weights)[0] if i >= 200 and rng.random() < repeat_share else q
+        for i, q in enumerate(distinct)
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -246,10 +272,40 @@ def worker_pids(pid: int) -> list[int]:
     return [pid, *kids]
 
 
+def listening_pids(port: int) -> set[int]:
+    """Processes with a listening TCP socket on ``port`` (from /proc: no extra dependency)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    pids.add(int(proc.name))
+                    break
+    return pids
+
+
 def start_serve(
-    bootstrap: str, catalog: Path, cache: Path, strategies: str, key: str, log: Path, *extra: str
+    bootstrap: str,
+    catalog: Path,
+    cache: Path,
+    strategies: str,
+    key: str,
+    log: Path,
+    *extra: str,
+    workers: int = 1,
 ) -> tuple[ServeProcess, float]:
-    """``ltrr serve`` started and ready (its catalog indexed), and how long that took."""
+    """``ltrr serve`` started and ready (its catalog indexed), and how long that took: until
+    all ``workers`` processes listen (the first answers ``/readyz`` while the others start)."""
     serve = ServeProcess(
         *("--broker", bootstrap, "--catalog-path", str(catalog)),
         *("--vector-cache-dir", str(cache), "--strategies", strategies),
@@ -260,7 +316,31 @@ def start_serve(
     )
     t0 = time.perf_counter()
     serve.start()
+    deadline = time.monotonic() + 600
+    while len(listening_pids(serve.port)) < workers:
+        if time.monotonic() > deadline:
+            serve.stop()
+            raise RuntimeError(f"only {len(listening_pids(serve.port))} of {workers} listen")
+        time.sleep(0.2)
     return serve, time.perf_counter() - t0
+
+
+def impression_keys(bootstrap: str) -> set[bytes]:
+    """The keys (impression ids) of every record on the impressions topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition("ltrr.impressions", p) for p in consumer.partitions_for_topic(
+        "ltrr.impressions") or ()]  # fmt: skip
+    ends = consumer.end_offsets(parts)
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    keys: set[bytes] = set()
+    while any(consumer.position(tp) < end for tp, end in ends.items()):
+        for records in consumer.poll(timeout_ms=1000, max_records=5000).values():
+            keys.update(r.key for r in records if r.key is not None)
+    consumer.close()
+    return keys
 
 
 def impressions_on_topic(bootstrap: str) -> int:
@@ -292,31 +372,31 @@ async def sequential(url: str, queries: list[str]) -> dict[str, float]:
     return {k.replace("_us", "_ms"): round(v / 1000, 2) for k, v in summary_us(times).items()}
 
 
-async def load(url: str, queries: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
+async def load(
+    url: str, queries: Iterator[str], concurrency: int, duration_s: float
+) -> dict[str, Any]:
     """``concurrency`` clients, each posting searches back to back for ``duration_s``; the
     impression buffer (``ltrr_impressions_buffered`` of whichever worker answers) is sampled
     every 100 ms."""
     latencies: list[float] = []
+    answered: set[bytes] = set()  # impression ids of the searches answered
     errors = 0
     deadline = time.perf_counter() + duration_s
     peak_buffered = 0.0
     connector = aiohttp.TCPConnector(limit=concurrency + 4, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client(offset: int) -> None:
+        async def client() -> None:
             nonlocal errors
-            i = offset
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                async with session.post(
-                    f"{url}/search", json={"query": queries[i % len(queries)]}
-                ) as resp:
-                    await resp.read()
+                async with session.post(f"{url}/search", json={"query": next(queries)}) as resp:
+                    body = await resp.read()
                 if resp.status == 200:
                     latencies.append(time.perf_counter() - t0)
+                    answered.add(orjson.loads(body)["impression_id"].encode())
                 else:
                     errors += 1
-                i += concurrency
 
         async def sampler() -> None:
             nonlocal peak_buffered
@@ -327,7 +407,7 @@ async def load(url: str, queries: list[str], concurrency: int, duration_s: float
                     await asyncio.sleep(0.1)
 
         t0 = time.perf_counter()
-        await asyncio.gather(sampler(), *(client(c * 7919) for c in range(concurrency)))
+        await asyncio.gather(sampler(), *(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
     rate = len(latencies) / elapsed
     return {
@@ -339,6 +419,7 @@ async def load(url: str, queries: list[str], concurrency: int, duration_s: float
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2) if latencies else None,
         "impressions_buffered_peak": peak_buffered,
         "one_second_of_traffic": round(rate, 1),
+        "answered": answered,
     }
 
 
@@ -351,21 +432,27 @@ def run_mode(
     time.sleep(2.0)  # the sequential run's impressions land before the count starts
     before = impressions_on_topic(bootstrap)
     levels = []
-    served = 200
+    answered: set[bytes] = set()  # every search answered 200 must have logged its impression
+    # Every query of a mode is new to it (no query-embedding cache hits: the encoder's worst
+    # case) unless --repeat-share asks for repeats; the cycle only wraps if --queries is short.
+    stream = itertools.cycle(queries[200:])
     for clients in args.clients:
-        levels.append(asyncio.run(load(serve.url, queries, clients, args.duration)))
-        served += levels[-1]["requests"] + levels[-1]["errors"]
+        levels.append(asyncio.run(load(serve.url, stream, clients, args.duration)))
+        answered |= levels[-1].pop("answered")
         print(f"  {name}: {levels[-1]}", file=sys.stderr)
     at_end = impressions_on_topic(bootstrap) - before
     time.sleep(5.0)
     delivered = impressions_on_topic(bootstrap) - before
-    searched = served - 200
+    searched = sum(level["requests"] for level in levels)
+    missing = sorted(answered - impression_keys(bootstrap))
     out["levels"] = levels
     out["impressions"] = {
         "searches_under_load": searched,
+        "errors_under_load": sum(level["errors"] for level in levels),
         "on_topic_when_load_stopped": at_end,
         "on_topic_5s_later": delivered,
-        "missing": searched - delivered,
+        "missing": len(missing),
+        "missing_ids": [i.decode() for i in missing[:10]],
     }
     assert serve.proc is not None
     out["peak_rss_mb_per_process"] = [peak_rss_mb(p) for p in worker_pids(serve.proc.pid)]
@@ -419,7 +506,16 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--entities", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=5000, help="distinct queries cycled")
+    parser.add_argument(
+        "--queries", type=int, default=30_000, help="queries per mode (cycled if a mode needs more)"
+    )
+    parser.add_argument(
+        "--repeat-share",
+        type=float,
+        default=0.0,
+        help="share of queries that repeat an earlier one (Zipf over the first 1,000); "
+        "0: every query distinct, each a query-embedding cache miss",
+    )
     parser.add_argument("--decisions", type=int, default=3000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
@@ -438,17 +534,20 @@ def main() -> int:
         "entities": args.entities,
         "strategies": args.strategies,
         "duration_s_per_level": args.duration,
+        "queries": args.queries,
+        "repeat_share": args.repeat_share,
     }
     report.update(bench_decision(model_bytes, samples, args.decisions))
     catalog = args.work_dir / f"catalog-{args.entities}.jsonl"
     print(f"catalog of {args.entities} entities ...", file=sys.stderr)
     synthetic_catalog(catalog, args.entities)
-    queries = [" ".join(rng.sample(WORDS, rng.randint(1, 3))) for _ in range(args.queries)]
+    queries = bench_queries(rng, args.queries, args.repeat_share)
     key = "bench-key"
     cache = args.work_dir / "cache"
-    modes = [("new", ("--serve-workers", str(args.workers), "--serve-offload", "true"))]
+    workers = args.workers or len(os.sched_getaffinity(0))
+    modes = [("new", workers, ("--serve-workers", str(workers), "--serve-offload", "true"))]
     if not args.skip_baseline:
-        modes.append(("single_loop", ("--serve-workers", "1", "--serve-offload", "false")))
+        modes.append(("single_loop", 1, ("--serve-workers", "1", "--serve-offload", "false")))
     with TansuBroker() as broker:
         log = args.work_dir / "serve.log"
         print("starting ltrr serve (first start builds caches) ...", file=sys.stderr)
@@ -474,9 +573,9 @@ def main() -> int:
         ):
             producer.send("ltrr.snapshots", key=k, value=v).get(timeout=30)
         producer.close()
-        for name, flags in modes:
+        for name, count, flags in modes:
             serve, warm = start_serve(
-                broker.bootstrap, catalog, cache, args.strategies, key, log, *flags
+                broker.bootstrap, catalog, cache, args.strategies, key, log, *flags, workers=count
             )
             try:
                 time.sleep(3.0)  # every worker loads the snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -321,6 +322,15 @@ async def _supervise(settings: Settings, workers: int, verbose: bool) -> None:
         raise LtrrError("a serve worker process exited unexpectedly; see its log above")
 
 
+def freeze_heap() -> None:
+    """Move everything built so far (catalog, indexes, the model: millions of objects) out of
+    the garbage collector's reach. Without it every full collection walks that whole heap, and
+    a search that happens to trigger one pays for it: under load it was the largest Python cost
+    of a request. Objects made later are collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def _worker_main(settings: Settings, index: int, workers: int, started: Any, verbose: bool) -> None:
     from ltrr.streams.logs import setup_logging
 
@@ -337,6 +347,7 @@ async def serve_worker(
     ssl_context = tls_context(settings)
     worker = RetrievalWorker(settings, index=index, workers=workers)
     tasks = await worker.start_background()
+    freeze_heap()
     runner = make_runner(worker.app(), settings.serve_read_timeout_s)
     await runner.setup()
     server = await listen(

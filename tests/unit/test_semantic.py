@@ -247,3 +247,85 @@ def test_unknown_encoder_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(LtrrError, match="unknown semantic encoder 'fp16'"):
         SemanticStrategy(Catalog(), cache_dir=tmp_path, encoder="fp16")
+
+
+@needs_extra
+def test_onnx_encoder_gives_fp32_vectors_and_shares_its_cache(
+    entities: list[Entity], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder
+
+    catalog = _catalog(entities)
+    fp32 = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1)
+    onnx = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert onnx.encoder == "onnx" and isinstance(onnx._model, OnnxEncoder)
+    # Same vectors, so the same model id and item cache: nothing was embedded again.
+    assert (onnx.model_id, onnx.cache_dir) == (fp32.model_id, fp32.cache_dir)
+    assert fp32.items_embedded == len(entities) and onnx.items_embedded == 0
+    exported = list((tmp_path / "encoders").glob("*.onnx"))
+    assert len(exported) == 1 and exported[0] == onnx._model.path
+
+    queries = ["sad songs for when it rains", "jazz", "x", "a " * 300]  # 1 token .. truncated
+    a, b = fp32._encode(queries), onnx._encode(queries)
+    assert a.shape == b.shape == (len(queries), 384)
+    assert float((a * b).sum(axis=1).min()) > 0.9999
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    for query in ("sad songs for when it rains", "something upbeat for running", "folk"):
+        assert _ids(onnx, query) == _ids(fp32, query)
+    # Texts of many lengths in one call come back in their own order.
+    many = [entity_text(e) for e in entities]
+    assert (
+        float((fp32._encode(many) * onnx._model.encode(many, batch_size=7)).sum(1).min()) > 0.9999
+    )
+    # A second start loads the exported graph instead of exporting again.
+    mtime = exported[0].stat().st_mtime_ns
+    again = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert again.encoder == "onnx" and exported[0].stat().st_mtime_ns == mtime
+
+
+@needs_extra
+def test_onnx_encoder_falls_back_to_fp32_when_onnx_runtime_is_missing(
+    entities: list[Entity],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert strategy.encoder == "fp32"
+    assert "onnxruntime is not installed" in caplog.text and "using fp32" in caplog.text
+    assert RAINY in _ids(strategy, "sad songs for when it rains")
+
+
+@needs_extra
+def test_onnx_graph_that_does_not_reproduce_the_model_is_refused(
+    entities: list[Entity], tmp_path: Path
+) -> None:
+    from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable
+
+    strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert isinstance(strategy._model, OnnxEncoder)
+    graph = strategy._model.path
+    torch_model = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1)._model
+    # Overwrite the exported file with a graph of another model: every vector is off.
+    import copy
+
+    import torch
+
+    import ltrr.retrieval.strategies.onnx_encoder as module
+
+    wrong = module._pooled(copy.deepcopy(torch_model[0].auto_model))
+    with torch.no_grad():
+        for parameter in wrong.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    graph.unlink()
+    sample = torch_model.tokenizer(["a probe"], return_tensors="pt")
+    torch.onnx.export(
+        wrong, tuple(sample[n] for n in module._INPUTS), str(graph),
+        input_names=list(module._INPUTS), output_names=["embedding"],
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in module._INPUTS}, dynamo=False,
+    )  # fmt: skip
+    with pytest.raises(OnnxUnusable, match="does not reproduce the model"):
+        OnnxEncoder(torch_model, strategy.model_id, tmp_path)
