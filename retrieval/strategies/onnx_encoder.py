@@ -83,7 +83,7 @@ class OnnxEncoder:
         """The encoder of ``model_id`` from ``cache_dir``, exporting it first (from the
         SentenceTransformer ``load_model()`` returns) if it is not there."""
         graph, tokenizer, meta = exported_paths(model_id, cache_dir)
-        if not meta.exists():
+        if not (meta.exists() and graph.exists() and tokenizer.exists()):
             _export(load_model(), graph, tokenizer, meta)
         return cls(graph, tokenizer, meta, threads=threads)
 
@@ -106,7 +106,9 @@ class OnnxEncoder:
                 str(graph), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # missing, truncated or foreign files
-            raise OnnxUnusable(f"cannot load the exported encoder {graph}: {exc}") from exc
+            raise OnnxUnusable(
+                f"cannot load the exported encoder {graph}: {exc}; delete {meta} to export anew"
+            ) from exc
         self.path = graph
         self.dim = int(info["dim"])
         self.max_length = int(info["max_length"])

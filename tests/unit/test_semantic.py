@@ -283,6 +283,10 @@ def test_onnx_encoder_gives_fp32_vectors_and_shares_its_cache(
     mtime = exported[0].stat().st_mtime_ns
     again = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
     assert again.encoder == "onnx" and exported[0].stat().st_mtime_ns == mtime
+    # A graph file gone missing (metadata still there) is exported again, not a failure.
+    exported[0].unlink()
+    rebuilt = SemanticStrategy(catalog, cache_dir=tmp_path, threads=1, encoder="onnx")
+    assert rebuilt.encoder == "onnx" and exported[0].exists()
 
 
 @needs_extra
