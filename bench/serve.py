@@ -329,13 +329,19 @@ def start_serve(
     return serve, time.perf_counter() - t0
 
 
-def impression_keys(bootstrap: str) -> set[bytes]:
-    """The keys (impression ids) of every record on the impressions topic."""
+def impressions_consumer(bootstrap: str) -> tuple[Any, list[Any]]:
+    """A consumer (no group) and the partitions of the impressions topic."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     parts = [TopicPartition("ltrr.impressions", p) for p in consumer.partitions_for_topic(
         "ltrr.impressions") or ()]  # fmt: skip
+    return consumer, parts
+
+
+def impression_keys(bootstrap: str) -> set[bytes]:
+    """The keys (impression ids) of every record on the impressions topic."""
+    consumer, parts = impressions_consumer(bootstrap)
     ends = consumer.end_offsets(parts)
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -348,11 +354,7 @@ def impression_keys(bootstrap: str) -> set[bytes]:
 
 
 def impressions_on_topic(bootstrap: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    parts = [TopicPartition("ltrr.impressions", p) for p in consumer.partitions_for_topic(
-        "ltrr.impressions") or ()]  # fmt: skip
+    consumer, parts = impressions_consumer(bootstrap)
     total = sum(consumer.end_offsets(parts).values())
     consumer.close()
     return int(total)

@@ -62,15 +62,15 @@ class FreshStrategy:
         self.max_scan = max_scan
         self._lock = threading.Lock()
         self._order: list[tuple[int, str]] = []  # (-added_at_ms, id), newest first
-        #: id -> (added_at_ms, entity); its terms are tokenized on first use (only entities in
-        #: a scanned window ever need them, so a start never tokenizes the whole catalog).
-        self._meta: dict[str, tuple[int, Entity]] = {}
+        #: id -> entity; its terms are tokenized on first use (only entities in a scanned
+        #: window ever need them, so a start never tokenizes the whole catalog).
+        self._entities: dict[str, Entity] = {}
         self._terms: dict[str, frozenset[str]] = {}
         self._version = 0  # bumped by every update: the cached window is stale
         self._cached: _Window | None = None
         for entity in catalog:
-            self._meta[entity.id] = (entity.added_at_ms, entity)
-        self._order = sorted((-added, entity_id) for entity_id, (added, _) in self._meta.items())
+            self._entities[entity.id] = entity
+        self._order = sorted((-e.added_at_ms, e.id) for e in self._entities.values())
         catalog.subscribe(self.update)
 
     def update(self, added: list[Entity], removed: list[str]) -> None:
@@ -79,16 +79,16 @@ class FreshStrategy:
             self._version += 1
             for entity in added:
                 self._discard(entity.id)
-                self._meta[entity.id] = (entity.added_at_ms, entity)
+                self._entities[entity.id] = entity
                 insort(self._order, (-entity.added_at_ms, entity.id))
             for entity_id in removed:
                 self._discard(entity_id)
 
     def _discard(self, entity_id: str) -> None:
-        previous = self._meta.pop(entity_id, None)
+        previous = self._entities.pop(entity_id, None)
         self._terms.pop(entity_id, None)
         if previous is not None:
-            key = (-previous[0], entity_id)
+            key = (-previous.added_at_ms, entity_id)
             i = bisect_left(self._order, key)
             if i < len(self._order) and self._order[i] == key:
                 del self._order[i]
@@ -120,13 +120,13 @@ class FreshStrategy:
         score *= 1.0 + self.overlap_weight * overlap
         # Best score first; ties: newer first, then the larger id (heapq.nlargest's order on
         # (score, added, id), kept from the scalar version of this loop).
-        best = np.lexsort((-window.positions[:inside], -added, -score))[:k]
+        best = np.lexsort((-np.arange(inside), -added, -score))[:k]
         return [Candidate(window.ids[i], float(score[i])) for i in best.tolist()]
 
     def _entity_terms(self, entity_id: str) -> frozenset[str]:
         found = self._terms.get(entity_id)
         if found is None:
-            found = self._terms[entity_id] = _entity_terms(self._meta[entity_id][1])
+            found = self._terms[entity_id] = _entity_terms(self._entities[entity_id])
         return found
 
     def _window(self, start: int, limit: int) -> _Window:
@@ -146,7 +146,6 @@ class _Window:
         self.key = key
         self.ids = [entity_id for _, entity_id in part]
         self.added = np.fromiter((-negative for negative, _ in part), np.int64, len(part))
-        self.positions = np.arange(len(part), dtype=np.int64)
         self._masks: dict[str, np.ndarray] = {}
 
     def matches(self, term: str, terms_of: Callable[[str], frozenset[str]]) -> np.ndarray:

@@ -38,7 +38,7 @@ import orjson
 
 from ltrr.schemas.exceptions import LtrrError
 
-__all__ = ["MIN_COSINE", "OnnxEncoder", "OnnxUnusable", "exported_paths"]
+__all__ = ["MIN_COSINE", "OnnxEncoder", "OnnxUnusable", "cache_name", "exported_paths"]
 
 #: Bumped when the exported files change (inputs, pooling, opset, metadata).
 _EXPORT_FORMAT = 2
@@ -58,11 +58,16 @@ class OnnxUnusable(LtrrError):
     architecture, or exported files that do not reproduce the model)."""
 
 
+def cache_name(model_id: str, identity: str) -> str:
+    """``<model slug>-<sha1(identity)[:10]>``: a readable, collision-safe file or directory
+    name for what ``identity`` describes of ``model_id``."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(model_id).name).strip("-").lower()
+    return f"{slug}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+
+
 def exported_paths(model_id: str, cache_dir: Path) -> tuple[Path, Path, Path]:
     """Where the graph, the tokenizer and the metadata of ``model_id`` are (or will be)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(model_id).name).strip("-").lower()
-    identity = f"{model_id}|format {_EXPORT_FORMAT}|opset {_OPSET}"
-    stem = f"{slug}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+    stem = cache_name(model_id, f"{model_id}|format {_EXPORT_FORMAT}|opset {_OPSET}")
     folder = Path(cache_dir) / "encoders"
     return folder / f"{stem}.onnx", folder / f"{stem}.tokenizer.json", folder / f"{stem}.json"
 

@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import secrets
 import threading
 import warnings
@@ -54,7 +53,7 @@ from ltrr.retrieval import metrics as m
 from ltrr.retrieval.batching import MicroBatcher
 from ltrr.retrieval.catalog import Catalog, Entity
 from ltrr.retrieval.strategies.base import Candidate
-from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable
+from ltrr.retrieval.strategies.onnx_encoder import OnnxEncoder, OnnxUnusable, cache_name
 from ltrr.schemas.exceptions import LtrrError
 
 log = logging.getLogger(__name__)
@@ -211,9 +210,7 @@ class SemanticStrategy:
             loaded = _load_model(model_name_or_path, device, threads, self.encoder)
         self._model, self.model_id, self._index_cls = loaded
         self.dim = int(self._model.get_embedding_dimension())
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.model_id).name).strip("-").lower()
-        digest = hashlib.sha1(self.model_id.encode()).hexdigest()[:10]
-        self.cache_dir = Path(cache_dir) / f"{slug}-{digest}"
+        self.cache_dir = Path(cache_dir) / cache_name(self.model_id, self.model_id)
         self.batch_size, self.threads, self.save_every = batch_size, threads, save_every
         #: Texts embedded so far (items, and queries that missed the LRU cache).
         self.items_embedded = 0
