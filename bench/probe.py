@@ -1,7 +1,10 @@
 """A cheap learning-quality probe: the loop in one process (``ltrr.sim.inprocess``), with the
 plans, warm start and VW arguments of ``ltrr simulate``; prints one JSON line per world and
 seed: mean reward of learned, union, the best single strategy and the per-query oracle, gap
-closed (whole run, last quarter) and the learned plan mix in the last quarter.
+closed (whole run, last quarter), the learned plan mix in the last quarter, every configured
+plan's mean reward over the run and its last quarter (which fixed plan would have been best in
+hindsight, and by how much), and the standard deviation of the rewards users gave (the noise
+the learner has to see through).
 
 No broker, no HTTP, no reward window: a reward is learned right after its search and a model
 swapped in every ``--snapshot-every`` rewards, so the policy lags less than in ``ltrr
@@ -35,6 +38,20 @@ def build(name: str, seed: int, now_ms: int) -> World:
     if name == "music":
         return MusicWorld(WorldConfig(entities=2000, seed=seed), now_ms=now_ms)
     return BeirWorld(Path(name), seed=seed)
+
+
+def _sd(values: list[float]) -> float:
+    """Standard deviation of the rewards users actually gave (the learner's noise)."""
+    mean = sum(values) / max(1, len(values))
+    return round((sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5, 4)
+
+
+def _plan_means(steps: Any, plan_ids: list[str]) -> dict[str, float]:
+    """Mean expected reward of every configured plan over ``steps``, best first: which fixed
+    plan would have been best in hindsight."""
+    n = max(1, len(steps))
+    means = {p: round(sum(s.plans[i] for s in steps) / n, 4) for i, p in enumerate(plan_ids)}
+    return dict(sorted(means.items(), key=lambda item: -item[1]))
 
 
 def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -82,6 +99,9 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "last": {k: last[k] for k in ("learned", "union", "oracle_per_query") if k in last},
         "last_gap_closed": summary["last_quarter_gap_closed"],
         "last_mix": {p: round(c / len(quarter), 2) for p, c in mix},
+        "realized_sd": _sd([s.realized for s in board.steps]),
+        "plan_means": _plan_means(board.steps, board.plan_ids[: board.configured]),
+        "last_plan_means": _plan_means(quarter, board.plan_ids[: board.configured]),
         "history": args.history,
         "keep_void_plans": args.keep_void_plans,
         "wall_s": round(time.monotonic() - started, 1),
