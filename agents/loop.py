@@ -519,17 +519,25 @@ class LearningLoop:
             m.DLQ_EVENTS.labels(self.topics.impressions.name, entry.reason).inc()
 
     async def advance_watermarks(self) -> dict[int, int]:
-        """Ask the broker where the join's partitions end, and return their watermarks."""
+        """Ask the broker where the join's partitions end, and return their watermarks.
+
+        A partition read to its end is complete up to the moment the broker was *asked*, not
+        the moment the answer was used: an event produced while the answer was on its way (the
+        high-water marks, then the positions, each a round trip through the consumer's thread;
+        over a second on a loaded machine, up to the 10 s timeout) is not below the mark the
+        answer gave. Stamping the answer with the clock read after it would move the watermark
+        on by that delay, and close windows before their actions were read."""
         consumer = self.app.consumer
+        asked = now_ms()
         ends = await log_ends(consumer, 2 * LAG_INTERVAL_S, set(self.join_streams))
         committed = getattr(consumer, "_committed_offset", {})  # Faust's, set on assignment
-        now = now_ms()
         for (topic, partition), (highwater, _) in ends.items():
             at = committed.get((topic, partition))  # a TP is a (topic, partition) tuple
-            self.marks.log_end(self.join_streams[topic], partition, highwater, at, now)
+            self.marks.log_end(self.join_streams[topic], partition, highwater, at, asked)
         watermarks = self.marks.current(self.restored_partitions())
         if watermarks:
-            m.JOIN_WATERMARK_DELAY.set(max(0.0, (now - min(watermarks.values())) / 1000))
+            delay = (now_ms() - min(watermarks.values())) / 1000
+            m.JOIN_WATERMARK_DELAY.set(max(0.0, delay))
         return watermarks
 
     async def join_tick(self) -> None:

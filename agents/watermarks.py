@@ -13,7 +13,9 @@ read, whatever the clock says. The second lets time pass on a quiet partition: o
 everything in the log has been read, any event still to come was produced later, and its
 timestamp is at most ``max_delay`` older than that moment (``event_delay_s``: how late a
 producer may deliver an event). "Read to its end" is measured against the broker's
-high-water mark and the offsets the join has *processed* (not merely fetched).
+high-water mark and the offsets the join has *processed* (not merely fetched); "last time"
+is when the high-water mark was asked for, not when the answer came back (an event produced
+in between is not below it).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class Watermarks:
         self, stream: str, partition: int, highwater: int, committed: int | None, now_ms: int
     ) -> bool:
         """The broker's high-water mark of ``stream``/``partition`` was ``highwater`` at
-        ``now_ms``; ``committed`` is the group's committed offset of it (where this worker
-        started reading it). Returns whether the join had processed everything below it.
+        ``now_ms`` (when it was asked for: every event produced before then is below it);
+        ``committed`` is the group's committed offset of it (where this worker started
+        reading it). Returns whether the join had processed everything below it.
 
         Fetched is not processed: after an assignment the consumer may have fetched a
         partition to its end while the join still waits to restore its state, so only offsets

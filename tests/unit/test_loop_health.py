@@ -157,3 +157,36 @@ def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
     assert m.child(m.Q2E_RECORDS, "invalid")._value.get() - counts["invalid"] == 3
     assert all(e.acked for e in events)
     loop.parts.close()
+
+
+def test_a_slow_log_end_answer_does_not_move_the_watermark_on_by_its_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partition 0 read to its end: its event time may follow the clock ``event_delay_s``
+    behind, from when the broker was asked where the log ends. An answer that takes 9 s on a
+    starved machine says nothing about events produced during those 9 s, so the watermark is
+    the time asked minus the delay, not the time answered minus the delay."""
+    loop, _ = build(tmp_path)
+    clock = {"ms": 1_700_000_000_000}
+    monkeypatch.setattr("ltrr.agents.loop.now_ms", lambda: clock["ms"])
+    asked = clock["ms"]
+
+    async def slow_log_ends(*_: Any, **__: Any) -> dict[tuple[str, int], tuple[int, int]]:
+        clock["ms"] += 9_000  # the answer comes back 9 s later
+        return {
+            (loop.topics.impressions.name, 0): (5, 5),
+            (loop.topics.actions.name, 0): (5, 5),
+        }
+
+    monkeypatch.setattr("ltrr.agents.loop.log_ends", slow_log_ends)
+    done = asyncio.Event()
+    done.set()
+    loop.owned[0] = done
+    for stream in ("impressions", "actions"):  # offsets 0-4 joined, all long ago
+        for offset in range(5):
+            loop.marks.observe(stream, 0, offset, asked - 600_000)
+
+    watermarks = asyncio.run(loop.advance_watermarks())
+
+    assert watermarks == {0: asked - int(loop.settings.event_delay_s * 1000)}
+    loop.parts.close()
