@@ -64,6 +64,8 @@ class Traffic:
         self.rng = random.Random(seed)
         self.impressions: list[str] = []
         self.actions: dict[str, list[dict[str, Any]]] = {}
+        #: action_id -> wall-clock ms it was handed to the producer (a failure says how late)
+        self.sent_at: dict[str, int] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.pending: list[tuple[float, str, dict[str, Any]]] = []
@@ -71,6 +73,8 @@ class Traffic:
     def _send(self, topic: str, event: dict[str, Any]) -> None:
         key = event["impression_id"].encode()
         self.producer.send(self.prefix + topic, key=key, value=orjson.dumps(event))
+        if topic == "actions":
+            self.sent_at[event["action_id"]] = now_ms()
 
     def _run(self) -> None:
         i = 0
@@ -127,6 +131,7 @@ class Combined:
     def __init__(self, *runs: Traffic) -> None:
         self.impressions = [iid for run in runs for iid in run.impressions]
         self.actions = {k: v for run in runs for k, v in run.actions.items()}
+        self.sent_at = {k: v for run in runs for k, v in run.sent_at.items()}
 
 
 def _check(
@@ -150,14 +155,34 @@ def _check(
         if not r["ltrr"]["late"]:
             on_time.setdefault(r["EventId"], []).append(r)
     assert sorted(on_time) == sorted(traffic.impressions)
+    late = [r for r in got if r["ltrr"]["late"]]
     cfg = RewardConfig(play_min_seconds=10)
+    sent_at: dict[str, int] = getattr(traffic, "sent_at", {})
     for iid, copies in on_time.items():
         expected = compute_reward(
             [UserAction.from_dict(a) for a in traffic.actions[iid]], cfg
         ).reward
         rewards_seen = {c["ltrr"]["reward"] for c in copies}
-        assert rewards_seen == {expected}, (iid, rewards_seen, expected, traffic.actions[iid])
-    late = [r for r in got if r["ltrr"]["late"]]
+        # On a mismatch, say whether the missing actions came late (a late reward: the window
+        # closed before they were read) or never (no late reward), and how long after its
+        # timestamp the test handed each action to its producer.
+        assert rewards_seen == {expected}, (
+            iid,
+            rewards_seen,
+            expected,
+            [
+                (a["action_id"], a["type"], a["timestamp_ms"], sent_at.get(a["action_id"]))
+                for a in traffic.actions[iid]
+            ],
+            {"on_time_actions": [[a["action_id"] for a in c["ltrr"]["actions"]] for c in copies]},
+            {
+                "late": [
+                    [a["action_id"] for a in r["ltrr"]["actions"]]
+                    for r in late
+                    if r["EventId"] == iid
+                ]
+            },
+        )
     assert late == [], late[:3]
     return {"impressions": n, "duplicate_copies": len(got) - n}
 

@@ -188,6 +188,7 @@ class _Both:
 
     def __init__(self, traffic: Traffic, foreign: list[str]) -> None:
         self.impressions = [*traffic.impressions, *foreign]
+        self.sent_at = traffic.sent_at
         self.actions = {
             **traffic.actions,
             **{iid: [action(f"{iid}-a", iid)] for iid in foreign},
