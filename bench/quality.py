@@ -14,7 +14,7 @@ beside the repository, if present) and the music world (``--no-music`` leaves it
 Item vectors are cached in ``--out``/vectors, so each collection is embedded once.
 
 Usage: python bench/quality.py [COLLECTION_DIR ...] [--queries 4000] [--seeds 7,8,9]
-                               [--no-music] [--out ltrr-quality] [--extra "--flag value"]
+                               [--no-music] [--out ltrr-quality] [--extra="--flag value"]
 """
 
 from __future__ import annotations
@@ -105,7 +105,10 @@ def main() -> int:
     parser.add_argument("--no-music", action="store_true", help="leave the music world out")
     parser.add_argument("--out", type=Path, default=Path("ltrr-quality"))
     parser.add_argument(
-        "--extra", default="", help="further ltrr simulate flags, e.g. '--entities 1000'"
+        "--extra",
+        default="",
+        help="further ltrr simulate flags; with '=' as they start with '-': "
+        "--extra='--history-features --entities 1000'",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
