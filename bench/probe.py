@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from collections import Counter
@@ -38,12 +39,6 @@ def build(name: str, seed: int, now_ms: int) -> World:
     if name == "music":
         return MusicWorld(WorldConfig(entities=2000, seed=seed), now_ms=now_ms)
     return BeirWorld(Path(name), seed=seed)
-
-
-def _sd(values: list[float]) -> float:
-    """Standard deviation of the rewards users actually gave (the learner's noise)."""
-    mean = sum(values) / max(1, len(values))
-    return round((sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5, 4)
 
 
 def _plan_means(steps: Any, plan_ids: list[str]) -> dict[str, float]:
@@ -99,7 +94,8 @@ def probe(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "last": {k: last[k] for k in ("learned", "union", "oracle_per_query") if k in last},
         "last_gap_closed": summary["last_quarter_gap_closed"],
         "last_mix": {p: round(c / len(quarter), 2) for p, c in mix},
-        "realized_sd": _sd([s.realized for s in board.steps]),
+        # the standard deviation of the rewards users actually gave: the learner's noise
+        "realized_sd": round(statistics.stdev(s.realized for s in board.steps), 4),
         "plan_means": _plan_means(board.steps, board.plan_ids[: board.configured]),
         "last_plan_means": _plan_means(quarter, board.plan_ids[: board.configured]),
         "history": args.history,

@@ -157,7 +157,6 @@ def _check(
     assert sorted(on_time) == sorted(traffic.impressions)
     late = [r for r in got if r["ltrr"]["late"]]
     cfg = RewardConfig(play_min_seconds=10)
-    sent_at: dict[str, int] = getattr(traffic, "sent_at", {})
     for iid, copies in on_time.items():
         expected = compute_reward(
             [UserAction.from_dict(a) for a in traffic.actions[iid]], cfg
@@ -171,7 +170,7 @@ def _check(
             rewards_seen,
             expected,
             [
-                (a["action_id"], a["type"], a["timestamp_ms"], sent_at.get(a["action_id"]))
+                (a["action_id"], a["type"], a["timestamp_ms"], traffic.sent_at.get(a["action_id"]))
                 for a in traffic.actions[iid]
             ],
             {"on_time_actions": [[a["action_id"] for a in c["ltrr"]["actions"]] for c in copies]},
