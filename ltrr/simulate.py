@@ -51,6 +51,9 @@ LOOP_FLAGS = (
     "200",
 )
 STRATEGIES = "lexical,semantic,memory,popular,fresh"
+#: How long the retrieval worker may take to start: its first start on a catalog embeds every
+#: entity (lisa's 6,000 documents took over 600 s on a busy 2-core machine).
+SERVE_START_TIMEOUT_S = 1800.0
 #: Exploration that stops paying for plans it has learned are bad (SquareCB: the probability
 #: of a plan falls with how far its predicted reward trails the best one's).
 SIM_VW_ARGS: tuple[str, ...] = (
@@ -221,6 +224,14 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         "what the Kafka client libraries and Faust say",
     )
     run.add_argument(
+        "--serve-start-timeout-s",
+        type=float,
+        default=SERVE_START_TIMEOUT_S,
+        metavar="S",
+        help="without --url: seconds the retrieval worker may take to start; its first start "
+        f"on a catalog embeds every entity ({SERVE_START_TIMEOUT_S:g})",
+    )
+    run.add_argument(
         "--vector-cache-dir",
         type=Path,
         metavar="DIR",
@@ -287,9 +298,11 @@ def embedded_stack(
     default_plan: str | None = None,
     history: bool = False,
     verbose: bool = False,
+    serve_start_timeout_s: float = SERVE_START_TIMEOUT_S,
 ) -> Iterator[Stack]:
     """Broker, learning worker and retrieval worker on this machine, stopped on exit;
-    ``verbose``: their logs get what the client libraries say too."""
+    ``verbose``: their logs get what the client libraries say too; ``serve_start_timeout_s``:
+    how long the retrieval worker may take to start (its first start embeds the catalog)."""
     from kafka import KafkaProducer
 
     from ltrr.streams.admin import create_topics
@@ -359,11 +372,22 @@ def embedded_stack(
             *(("--default-plan", default_plan) if default_plan else ()),
             *(("--history-features", "true") if history else ()),
             log_path=out / "serve.log",
-            ready_timeout_s=600,
+            ready_timeout_s=serve_start_timeout_s,
             env=keyed,
             inherit_settings=False,
         )
-        stack.enter_context(serve)
+        try:
+            stack.enter_context(serve)
+        except LtrrError as exc:
+            if "not ready within" not in str(exc):
+                raise
+            raise LtrrError(
+                f"{exc}\nIts first start embeds all {len(entities)} entities (kept in "
+                f"{cache or out / 'cache'} once that completes; an interrupted start keeps "
+                f"nothing). On a busy machine that can take longer than "
+                f"{serve_start_timeout_s:g} s: raise --serve-start-timeout-s, or run when the "
+                "machine is quieter."
+            ) from None
         say(f"  serve     ready: {serve.url}/search (log {serve.log_path})")
 
         def produce(suffix: str, key: bytes, value: bytes) -> None:
@@ -466,6 +490,8 @@ def run(args: argparse.Namespace, *, title: str) -> int:
 def _run(args: argparse.Namespace, *, title: str) -> int:
     if args.queries < 1 or args.rate < 0 or args.k < 1 or not 0 <= args.broken_share <= 1:
         raise LtrrError("--queries and --k must be >= 1, --rate >= 0, --broken-share in [0, 1]")
+    if not getattr(args, "serve_start_timeout_s", 1.0) > 0:
+        raise LtrrError("--serve-start-timeout-s must be > 0")
     if getattr(args, "vw_args", ""):  # refused here, not by the worker once the stack runs
         check_vw_args(parse_vw_args(args.vw_args))
     out: Path = args.out
@@ -492,6 +518,9 @@ def _run(args: argparse.Namespace, *, title: str) -> int:
                     default_plan=getattr(args, "default_plan", None),
                     history=getattr(args, "history_features", False),
                     verbose=getattr(args, "verbose", False),
+                    serve_start_timeout_s=getattr(
+                        args, "serve_start_timeout_s", SERVE_START_TIMEOUT_S
+                    ),
                 )
             )
             running = stack.enter_context(starting)

@@ -122,3 +122,42 @@ def test_demo_runs_the_whole_loop_and_accounts_for_every_event(tmp_path: Path) -
     assert set(summary["mean_reward"]) == POLICIES | {"semantic"}
     assert summary["model_version_published"] >= 1
     assert (tmp_path / "report.md").exists() and (tmp_path / "worker.log").exists()
+
+
+def test_a_retrieval_worker_slower_to_start_than_allowed_is_stopped_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Its first start embeds the catalog; when that outlasts --serve-start-timeout-s the run
+    stops cleanly and says which flag raises the limit (a 6k-document collection on a busy
+    machine took over the old fixed 600 s)."""
+    result = ltrr(
+        "simulate",
+        "--beir",
+        str(BEIR),
+        "--queries",
+        "5",
+        "--serve-start-timeout-s",
+        "0.5",
+        "--out",
+        str(tmp_path),
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "ltrr serve was not ready within 0.5 s" in result.stderr
+    assert "raise --serve-start-timeout-s" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "summary.json").exists()
+    # Nothing left running: the worker and broker it started are stopped too.
+    assert not _processes_mentioning(str(tmp_path))
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
