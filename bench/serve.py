@@ -9,14 +9,19 @@ Measures, in one run on this machine:
     (until every worker process listens), peak RSS of every process, and for 1, 8, 32 and 128
     concurrent clients requests/s, p50 and p99 latency and the peak of
     ``ltrr_impressions_buffered``; every search answered must have its impression on the topic
-    (matched by impression id, 5 s after the load stopped). Each mode sends the same query
-    stream, by default every query distinct (each one a query-embedding cache miss, the
-    encoder's worst case); ``--repeat-share`` mixes in repeats of a Zipf head, as real traffic;
+    (matched by impression id, 5 s after the load stopped); then open-loop levels
+    (``--rates``: searches arriving at a fixed rate, Poisson, each sent when it arrives,
+    latency from its arrival) and the highest of them served with p99 < 50 ms — closed-loop
+    clients cannot show that (N clients at X req/s wait N / X on average: 32 clients at
+    300 req/s is 107 ms mean latency by Little's law, whatever the server). Each mode sends
+    the same query stream, by default every query distinct (each one a query-embedding cache
+    miss, the encoder's worst case); ``--repeat-share`` mixes in repeats of a Zipf head, as
+    real traffic;
   * each strategy's cost per request in-process (its largest budget, and k=2), and the
     semantic encoder per query at batch 1, 8 and 32.
 
 Usage: python bench/serve.py [--entities 100000] [--clients 1 8 32 128] [--duration 10]
-                            [--repeat-share 0.5]
+                            [--rates 25 50 100 150 200] [--repeat-share 0.5]
 """
 
 from __future__ import annotations
@@ -429,6 +434,67 @@ async def load(
     }
 
 
+async def open_loop(
+    url: str, queries: Iterator[str], rate: float, duration_s: float, seed: int = 5
+) -> dict[str, Any]:
+    """Searches arriving at ``rate`` per second (Poisson: exponential gaps, seeded) for
+    ``duration_s``, each sent when it arrives whatever is still in flight, as independent
+    users do. Latency runs from the *scheduled* arrival, so a server (or this client) that
+    falls behind shows it in the percentiles instead of hiding it by sending less (closed-loop
+    clients do: with N of them, mean latency = N / throughput, whatever the server)."""
+    latencies: list[float] = []
+    answered: set[bytes] = set()
+    errors = 0
+    in_flight = peak_in_flight = 0
+    gaps = random.Random(seed)
+    tasks: set[asyncio.Task[None]] = set()
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def search(query: str, due: float) -> None:
+            nonlocal errors, in_flight, peak_in_flight
+            in_flight += 1
+            peak_in_flight = max(peak_in_flight, in_flight)
+            try:
+                async with session.post(f"{url}/search", json={"query": query}) as resp:
+                    body = await resp.read()
+                if resp.status == 200:
+                    latencies.append(time.perf_counter() - due)
+                    answered.add(orjson.loads(body)["impression_id"].encode())
+                else:
+                    errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            finally:
+                in_flight -= 1
+
+        start = time.perf_counter()
+        due = start
+        sent = 0
+        while (due := due + gaps.expovariate(rate)) < start + duration_s:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task = asyncio.create_task(search(next(queries), due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=60.0)
+        elapsed = time.perf_counter() - start
+    return {
+        "offered_per_s": rate,
+        "sent": sent,
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2) if latencies else None,
+        "peak_in_flight": peak_in_flight,
+        "answered": answered,
+    }
+
+
 def run_mode(
     name: str, serve: ServeProcess, bootstrap: str, queries: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -446,15 +512,25 @@ def run_mode(
         levels.append(asyncio.run(load(serve.url, stream, clients, args.duration)))
         answered |= levels[-1].pop("answered")
         print(f"  {name}: {levels[-1]}", file=sys.stderr)
+    rates = []
+    for rate in args.rates:
+        rates.append(asyncio.run(open_loop(serve.url, stream, rate, args.duration)))
+        answered |= rates[-1].pop("answered")
+        print(f"  {name}: {rates[-1]}", file=sys.stderr)
     at_end = impressions_on_topic(bootstrap) - before
     time.sleep(5.0)
     delivered = impressions_on_topic(bootstrap) - before
-    searched = sum(level["requests"] for level in levels)
+    searched = sum(level["requests"] for level in [*levels, *rates])
     missing = sorted(answered - impression_keys(bootstrap))
     out["levels"] = levels
+    out["open_loop"] = rates
+    out["open_loop_p99_under_50ms"] = max(
+        (r["requests_per_s"] for r in rates if r["p99_ms"] is not None and r["p99_ms"] < 50),
+        default=None,
+    )
     out["impressions"] = {
         "searches_under_load": searched,
-        "errors_under_load": sum(level["errors"] for level in levels),
+        "errors_under_load": sum(level["errors"] for level in [*levels, *rates]),
         "on_topic_when_load_stopped": at_end,
         "on_topic_5s_later": delivered,
         "missing": len(missing),
@@ -524,6 +600,15 @@ def main() -> int:
     )
     parser.add_argument("--decisions", type=int, default=3000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[25, 50, 100, 150, 200],
+        help="open-loop levels after the client levels: searches arriving at this many per "
+        "second (Poisson), latency from each one's arrival; the report's "
+        "open_loop_p99_under_50ms is the highest rate served with p99 < 50 ms (none: skip)",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
     parser.add_argument("--workers", type=int, default=0, help="new path's workers (0: cores)")
     parser.add_argument("--strategies", default=",".join(NAMES))
