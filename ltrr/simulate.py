@@ -227,7 +227,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, queries: int) -> None:
         "--serve-start-timeout-s",
         type=float,
         default=SERVE_START_TIMEOUT_S,
-        metavar="S",
+        metavar="SECONDS",
         help="without --url: seconds the retrieval worker may take to start; its first start "
         f"on a catalog embeds every entity ({SERVE_START_TIMEOUT_S:g})",
     )
