@@ -73,7 +73,7 @@ class _Model:
 class Verdict:
     """What happened to one reward: learned | late | duplicate | replayed | invalid; an
     invalid one carries its dead-letter ``reason`` (not_json, not_object, missing_field,
-    wrong_type, invalid_value, unknown_model) and ``field``."""
+    wrong_type, invalid_value, unknown_model, bad_key) and ``field``."""
 
     kind: str
     model: str | None = None
@@ -122,6 +122,15 @@ class _Head(msgspec.Struct):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+
+
+class _Unkeyed:
+    """``key`` of a line that did not come from the rewards topic (a file, ``ltrr
+    learn-offline``): there is no Kafka key to check."""
+
+
+#: See ``_Unkeyed``.
+UNKEYED = _Unkeyed()
 
 
 class _Invalid(Exception):
@@ -195,11 +204,19 @@ class Learners:
         """The next rewards offset of ``partition`` not yet covered by the learned state."""
         return self.offsets.get(partition, 0)
 
-    def learn(self, raw: bytes, partition: int | None = None, offset: int | None = None) -> Verdict:
-        """Learn one Reward v1 line, unless it is late, a duplicate or already covered."""
+    def learn(
+        self,
+        raw: bytes,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | _Unkeyed | None = UNKEYED,
+    ) -> Verdict:
+        """Learn one Reward v1 line, unless it is late, a duplicate or already covered;
+        ``key``: its Kafka key when it came from the rewards topic (checked: ``_check_key``)."""
         problem: _Invalid | None = None
         try:
             head = self._check(raw)
+            self._check_key(head, key)
         except _Invalid as exc:
             problem = exc
         else:
@@ -238,15 +255,33 @@ class Learners:
         self._remember(m, event_id)
         return Verdict("learned", name, cost, prob)
 
-    def problem(self, raw: bytes) -> str | None:
+    def problem(self, raw: bytes, key: bytes | _Unkeyed | None = UNKEYED) -> str | None:
         """Why the learner would dead-letter reward line ``raw`` (its reason), or None if it
         meets the invariants: the Q2E memory folds in only what the learner accepts, so a
         line written into the rewards topic by someone else cannot steer the memory either."""
         try:
-            self._check(raw)
+            self._check_key(self._check(raw), key)
         except _Invalid as exc:
             return exc.reason
         return None
+
+    @staticmethod
+    def _check_key(head: _Head, key: bytes | _Unkeyed | None) -> None:
+        """The rewards topic is keyed by model, so that every reward of a model reaches the
+        one worker that owns its partition and learns it. A line under another key (or none)
+        lands on a partition another worker may own: learned there, it would fork the model
+        into two learners. Refused (``bad_key``) wherever it lands."""
+        if isinstance(key, _Unkeyed):
+            return
+        name = head.ltrr.model
+        if key != name.encode():
+            got = "no key" if key is None else f"key {key.decode('utf-8', 'replace')!r}"
+            raise _Invalid(
+                "bad_key",
+                f"the Kafka message has {got} but ltrr.model is {name!r}: rewards are keyed "
+                "by model, so that one worker learns each model",
+                "ltrr.model",
+            )
 
     def _check(self, raw: bytes) -> _Head:
         """The fields the learner uses, if the line meets the cheap invariants; raises

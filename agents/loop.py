@@ -684,7 +684,7 @@ class LearningLoop:
         for event in events:
             message = event.message
             self.check_log_reset(message)
-            verdict = learners.learn(message.value, message.partition, message.offset)
+            verdict = learners.learn(message.value, message.partition, message.offset, message.key)
             m.child(m.LEARNER_EXAMPLES, verdict.model or "-", verdict.kind).inc()
             if verdict.kind == "invalid":
                 await send_dead_letter(
@@ -760,7 +760,7 @@ class LearningLoop:
                 records["invalid"] += 1
                 continue  # the learner dead-letters invalid rewards
             offsets[message.partition] = message.offset + 1
-            if learners.problem(message.value) is not None:  # the learner dead-letters it
+            if learners.problem(message.value, message.key) is not None:  # dead-lettered
                 records["invalid"] += 1
                 continue
             digest = hashlib.blake2b(message.value, digest_size=16).digest()

@@ -17,7 +17,12 @@ from kafka import KafkaProducer
 from ltrr.agents.learning import DEFAULT_VW_ARGS, Learners
 from ltrr.schemas.snapshot import Loaded
 from ltrr.state.store import MemoryStore
-from tests.integration.loop_helpers import latest_snapshot, learn_offline_against, wait_for
+from tests.integration.loop_helpers import (
+    latest_snapshot,
+    learn_offline_against,
+    read_topic,
+    wait_for,
+)
 from tests.integration.processes import FAST_LOOP_FLAGS, metric, worker
 from tests.unit.test_learning import reward_lines
 
@@ -174,3 +179,37 @@ def test_a_worker_without_state_continues_the_published_model(
     report, status = learn_offline_against(bootstrap, rewards, after.model_bytes, tmp_path)
     assert status == 0, report
     assert report["learned"] == 180
+
+
+def test_a_reward_under_another_kafka_key_is_dead_lettered_not_learned(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """Rewards are keyed by model so that one worker learns each model; valid reward lines
+    written under another key, or none, would reach a partition a second worker may own. The
+    learner dead-letters them (``bad_key``) and learns the rest as if they were not there."""
+    rewards = prefix + "rewards"
+    good, stray = reward_lines(20, seed=21), reward_lines(3, seed=22)
+    with worker(bootstrap, prefix, tmp_path / "state", *FAST_LOOP_FLAGS) as w:
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        producer.send(rewards, key=b"other-model", value=stray[0])
+        producer.send(rewards, key=b"", value=stray[1])
+        producer.send(rewards, value=stray[2])  # no key
+        producer.flush()
+        producer.close()
+        produce(bootstrap, rewards, good)
+        learned = snapshot_with(bootstrap, prefix, 20)
+        letters = wait_for(
+            lambda: [orjson.loads(r.value) for r in read_topic(bootstrap, prefix + "dlq")],
+            lambda found: len(found) >= 3,
+            60,
+            "three dead letters",
+        )
+        assert (
+            sorted((x["reason"], x["field"], x["source"]["topic"]) for x in letters)
+            == [("bad_key", "ltrr.model", rewards)] * 3
+        )
+        assert metric(w, "ltrr_learner_examples_total", verdict="invalid") == 3
+        expected = Learners(MemoryStore(), DEFAULT_VW_ARGS)
+        for line in good:
+            expected.learn(line)
+        assert learned.model_bytes == expected.model_bytes("default")

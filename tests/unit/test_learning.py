@@ -144,6 +144,25 @@ def test_poisoned_lines_are_refused_for_a_model_already_learned(
     assert learners.examples("default") == 1
 
 
+def test_a_reward_under_another_kafka_key_is_refused_not_learned() -> None:
+    """Rewards are keyed by model, so one worker learns each model; a line under another key
+    (or none) lands where a second worker may learn it, forking the model: refused, and still
+    covered (not retried forever)."""
+    learners = Learners(MemoryStore(), guard=Guard(models=frozenset({"default"})))
+    line = reward_lines(1, seed=14)[0]
+    for offset, key in enumerate([None, b"", b"other", b"default "]):
+        verdict = learners.learn(line, 0, offset, key)
+        assert (verdict.kind, verdict.reason, verdict.field) == ("invalid", "bad_key", "ltrr.model")
+        assert "keyed by model" in verdict.detail
+        assert learners.problem(line, key) == "bad_key"
+    assert learners.models == {} and learners.position(0) == 4
+    assert learners.problem(line, b"default") is None
+    assert learners.learn(line, 0, 4, b"default").kind == "learned"
+    # A line read from a file (ltrr learn-offline) has no Kafka key to check.
+    assert learners.learn(reward_lines(1, seed=15)[0]).kind == "learned"
+    assert learners.examples("default") == 2
+
+
 def test_distinct_models_are_bounded_without_an_allow_list() -> None:
     learners = Learners(MemoryStore(), guard=Guard(max_models=3))
     verdicts = [learners.learn(_poisoned(ltrr__model=f"m{i}")).reason for i in range(10)]

@@ -115,9 +115,9 @@ def test_a_poll_never_takes_back_a_partition_that_moved_to_another_worker(
 
 
 class Reward(Event):
-    def __init__(self, value: bytes, offset: int) -> None:
+    def __init__(self, value: bytes, offset: int, key: bytes | None = b"default") -> None:
         self.message = Message("rewards", 0, offset)
-        self.message.value = value
+        self.message.value, self.message.key = value, key
 
 
 def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
@@ -143,6 +143,8 @@ def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
         Reward(line("evil one", probability=1e-30), 1),
         Reward(line("evil two", cost=1e308), 2),
         Reward(b"\x00 not json", 3),
+        Reward(line("evil keyless"), 4, key=None),
+        Reward(line("evil rekeyed"), 5, key=b"other-model"),
     ]
     counts = {k: m.child(m.Q2E_RECORDS, k)._value.get() for k in ("on_time", "invalid")}
 
@@ -153,8 +155,10 @@ def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
     assert memory.remembered("tayler love", now)  # shown: remembered (exposure)
     assert not memory.remembered("evil one", now)
     assert not memory.remembered("evil two", now)
+    assert not memory.remembered("evil keyless", now)
+    assert not memory.remembered("evil rekeyed", now)
     assert m.child(m.Q2E_RECORDS, "on_time")._value.get() - counts["on_time"] == 1
-    assert m.child(m.Q2E_RECORDS, "invalid")._value.get() - counts["invalid"] == 3
+    assert m.child(m.Q2E_RECORDS, "invalid")._value.get() - counts["invalid"] == 5
     assert all(e.acked for e in events)
     loop.parts.close()
 
