@@ -53,13 +53,18 @@ class Searcher:
         executor: Executor | None = None,
         history: bool = False,
         skip_void_plans: bool = True,
+        offload_searches: bool = False,
     ) -> None:
-        """``executor`` runs the ``blocking`` strategies of ``search_async`` (None: the
-        loop's default executor); ``history`` adds the query-strategy history features
-        (``retrieval/history.py``) read from the memory strategy's Q2E replica (off by default:
-        the probes measured no gain yet, see that module); ``skip_void_plans`` offers the
-        policy, per query, only the plans that do not copy another one because a strategy of
-        theirs ranks nothing for that query (``plans.offered_plans``)."""
+        """``offload_searches``: ``search_async`` also runs the ``blocking`` strategies
+        (lexical) and the semantic strategy's ANN search in threads, not only the query
+        encoder (off by default: about a millisecond each, they cost less on the event loop
+        than the hand-off to a thread and back; measured in docs/serving.md); ``executor``
+        runs those threads (None: the loop's default executor); ``history`` adds the
+        query-strategy history features (``retrieval/history.py``) read from the memory
+        strategy's Q2E replica (off by default: the probes measured no gain yet, see that
+        module); ``skip_void_plans`` offers the policy, per query, only the plans that do not
+        copy another one because a strategy of theirs ranks nothing for that query
+        (``plans.offered_plans``)."""
         missing = {s for p in plans for s in p.strategies} - set(strategies)
         if missing:
             raise ValueError(f"plans use strategies that are not configured: {sorted(missing)}")
@@ -73,6 +78,7 @@ class Searcher:
         self.executor = executor
         self.history = history
         self.skip_void_plans = skip_void_plans
+        self.offload_searches = offload_searches
 
     def retrieve_all(self, query: str, context: Mapping[str, Any]) -> dict[str, list[Candidate]]:
         results = {}
@@ -131,9 +137,10 @@ class Searcher:
         self, query: str, context: Mapping[str, Any]
     ) -> dict[str, list[Candidate]]:
         """Every strategy's candidates, the strategies running concurrently: a strategy with
-        ``aretrieve`` (semantic: batched query embedding, ANN search in a thread) is awaited, a
-        ``blocking`` one (lexical: tantivy releases the GIL) runs in the loop's executor, and
-        the cheap in-memory ones run inline."""
+        ``aretrieve`` (semantic: query embedding micro-batched in the encoder's thread, then the
+        ANN search) is awaited, and the others run inline meanwhile; with
+        ``offload_searches`` a ``blocking`` one (lexical: tantivy releases the GIL) and the ANN
+        search run in the executor instead."""
         loop = asyncio.get_running_loop()
 
         async def one(name: str, budget: int) -> list[Candidate]:
@@ -141,8 +148,10 @@ class Searcher:
             started = time.perf_counter()
             aretrieve = getattr(strategy, "aretrieve", None)
             if aretrieve is not None:
-                found: list[Candidate] = await aretrieve(query, context, budget)
-            elif getattr(strategy, "blocking", False):
+                found: list[Candidate] = await aretrieve(
+                    query, context, budget, search_in_thread=self.offload_searches
+                )
+            elif getattr(strategy, "blocking", False) and self.offload_searches:
                 found = await loop.run_in_executor(
                     self.executor, strategy.retrieve, query, context, budget
                 )
@@ -162,7 +171,7 @@ class Searcher:
         strategy = self.strategies[name]
         if hasattr(strategy, "aretrieve"):
             return 0
-        return 1 if getattr(strategy, "blocking", False) else 2
+        return 1 if getattr(strategy, "blocking", False) and self.offload_searches else 2
 
     def _decide(
         self,

@@ -144,6 +144,7 @@ class RetrievalWorker:
             model_name=settings.model_name,
             q2e_boost=settings.q2e_boost,
             history=settings.history_features,
+            offload_searches=settings.serve_offload_searches,
         )
         #: SASL/TLS arguments of every aiokafka client (one shared TLS context).
         self.kafka_kwargs = aiokafka_kwargs(settings)

@@ -242,10 +242,14 @@ class Settings:
     #: with its own policy, replicas and impression producer; 0 = one per CPU core available.
     #: Each worker answers /metrics and /readyz for itself.
     serve_workers: int = setting(1, ge=0, le=64)
-    #: Run a search's strategies concurrently, their CPU work (query embedding, ANN, tantivy)
-    #: off the event loop; false = one after the other on the loop (the old path, kept for
-    #: comparison in bench/serve.py).
+    #: Run a search's strategies concurrently, the query embedding micro-batched in a thread of
+    #: its own, off the event loop; false = one after the other on the loop (the old path, kept
+    #: for comparison in bench/serve.py).
     serve_offload: bool = True
+    #: With serve_offload: also run the lexical (tantivy) and ANN searches in threads. Off by
+    #: default: about 1 ms each at 100,000 entities, they cost less on the event loop than the
+    #: hand-off to a thread and back (2 cores: 202-232 vs. 165-171 req/s at 32 clients).
+    serve_offload_searches: bool = False
     #: Longest wait, milliseconds, of a query embedding for others to share its forward pass.
     serve_embed_max_wait_ms: float = setting(2.0, ge=0, le=1000)
     #: Query embeddings kept in the semantic strategy's LRU cache (384 floats each).

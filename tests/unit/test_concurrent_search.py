@@ -116,3 +116,49 @@ async def test_batcher_groups_waiting_texts_and_propagates_errors() -> None:
     with pytest.raises(ValueError, match="encoder failed"):
         await batcher.embed("boom")
     batcher.close()
+
+
+@pytest.mark.parametrize("offload_searches", [False, True])
+async def test_lexical_and_ann_searches_run_on_the_loop_unless_offloaded(
+    searcher: Searcher, offload_searches: bool
+) -> None:
+    """By default only the query encoder leaves the event loop (its own thread, batched): the
+    lexical and ANN searches, about a millisecond each, run on the loop thread; with
+    ``offload_searches`` they run in the executor. The answer is the same either way."""
+    import threading
+
+    semantic = searcher.strategies["semantic"]
+    lexical = searcher.strategies["lexical"]
+    threads: dict[str, set[int]] = {"lexical": set(), "ann": set()}
+    search, retrieve = semantic._search, lexical.retrieve  # type: ignore[attr-defined]
+
+    def watched_search(*args: object) -> object:
+        threads["ann"].add(threading.get_ident())
+        return search(*args)
+
+    def watched_retrieve(*args: object) -> object:
+        threads["lexical"].add(threading.get_ident())
+        return retrieve(*args)
+
+    other = Searcher(
+        searcher.catalog,
+        searcher.strategies,
+        searcher.plans,
+        searcher.policy,
+        offload_searches=offload_searches,
+    )
+    semantic._search = watched_search  # type: ignore[attr-defined]
+    lexical.retrieve = watched_retrieve  # type: ignore[method-assign]
+    options = {"now_ms": 1_790_000_000_000, "seed": 3, "impression_id": "i2"}
+    try:
+        got = await other.search_async("calm songs for night", {}, 10, **options)  # type: ignore[arg-type]
+    finally:
+        del semantic._search, lexical.retrieve  # back to the class's methods
+    loop_thread = threading.get_ident()
+    assert threads["lexical"] and threads["ann"]
+    if offload_searches:
+        assert loop_thread not in threads["lexical"] | threads["ann"]
+    else:
+        assert threads["lexical"] == threads["ann"] == {loop_thread}
+    expected = searcher.search("calm songs for night", {}, 10, **options)  # type: ignore[arg-type]
+    assert got.impression == expected.impression
