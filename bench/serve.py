@@ -4,7 +4,7 @@ Measures, in one run on this machine:
   * raw vowpal-wabbit-next ``predict_one`` on an already parsed 25-plan example (baseline);
   * the policy decision (features -> VW example -> pmf -> seeded sample) with 25 plans;
   * ``ltrr serve`` on a synthetic catalog (default 100k entities), twice in the same run: the
-    new path (``--serve-workers`` processes, strategies concurrent and off the event loop) and
+    new path (``--serve-workers`` processes, the query encoder off the event loop) and
     the single-loop path (one process, every strategy in turn on the loop): warm start-up time
     (until every worker process listens), peak RSS of every process, and for 1, 8, 32 and 128
     concurrent clients requests/s, p50 and p99 latency and the peak of
