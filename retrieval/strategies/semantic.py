@@ -217,6 +217,9 @@ class SemanticStrategy:
         self.queries_embedded = 0
         self._write_lock = threading.Lock()  # one update at a time
         self._lock = threading.Lock()  # index and key maps
+        #: The query-vector LRU cache's own: the event loop reads the cache, and must never
+        #: wait behind an index write (which holds ``_lock`` for as long as it takes).
+        self._cache_lock = threading.Lock()
         self._model_lock = threading.Lock()  # tokenizers are not thread-safe
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = query_cache_size
@@ -259,14 +262,19 @@ class SemanticStrategy:
         """``retrieve`` for the event loop: the query embedding from the LRU cache or a
         micro-batch (``retrieval/batching.py``, in the encoder's own thread), then the ANN
         search, in the loop's executor with ``search_in_thread``, else on the loop (about a
-        millisecond at 100,000 entities: less than the hand-off to a thread and back)."""
+        millisecond at 100,000 entities: less than the hand-off to a thread and back) unless
+        the index is being written (a catalog update or a save holds it for longer): then in
+        the executor, so the loop never waits for a writer."""
         if k <= 0 or not query.strip():
             return []
         vector = self._cached(query)
         if vector is None:
             vector = await self._batcher.embed(query)
-        if not search_in_thread:
-            return self._search(vector, k)
+        if not search_in_thread and self._lock.acquire(blocking=False):
+            try:
+                return self._search_locked(vector, k)
+            finally:
+                self._lock.release()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._search, vector, k)
 
@@ -277,10 +285,14 @@ class SemanticStrategy:
 
     def _search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         with self._lock:
-            if len(self._index) == 0:
-                return []
-            matches = self._index.search(vector, min(k, len(self._index)))
-            ids = [self._ids.get(int(key)) for key in matches.keys]
+            return self._search_locked(vector, k)
+
+    def _search_locked(self, vector: np.ndarray, k: int) -> list[Candidate]:
+        """``_search`` for a caller that holds ``_lock``."""
+        if len(self._index) == 0:
+            return []
+        matches = self._index.search(vector, min(k, len(self._index)))
+        ids = [self._ids.get(int(key)) for key in matches.keys]
         return [
             Candidate(entity_id, 1.0 - float(distance))
             for entity_id, distance in zip(ids, matches.distances, strict=True)
@@ -397,7 +409,7 @@ class SemanticStrategy:
         return self._encode_queries([query])[0]
 
     def _cached(self, query: str) -> np.ndarray | None:
-        with self._lock:
+        with self._cache_lock:
             cached = self._queries.get(query)
             if cached is not None:
                 self._queries.move_to_end(query)
@@ -408,7 +420,7 @@ class SemanticStrategy:
         """Encode ``queries`` in one forward pass and remember them in the LRU cache."""
         vectors = self._encode(queries)
         m.QUERY_EMBEDDINGS.labels("miss").inc(len(queries))
-        with self._lock:
+        with self._cache_lock:
             self.queries_embedded += len(queries)
             for query, vector in zip(queries, vectors, strict=True):
                 self._queries[query] = vector

@@ -130,7 +130,7 @@ async def test_lexical_and_ann_searches_run_on_the_loop_unless_offloaded(
     semantic = searcher.strategies["semantic"]
     lexical = searcher.strategies["lexical"]
     threads: dict[str, set[int]] = {"lexical": set(), "ann": set()}
-    search, retrieve = semantic._search, lexical.retrieve  # type: ignore[attr-defined]
+    search, retrieve = semantic._search_locked, lexical.retrieve  # type: ignore[attr-defined]
 
     def watched_search(*args: object) -> object:
         threads["ann"].add(threading.get_ident())
@@ -147,13 +147,13 @@ async def test_lexical_and_ann_searches_run_on_the_loop_unless_offloaded(
         searcher.policy,
         offload_searches=offload_searches,
     )
-    semantic._search = watched_search  # type: ignore[attr-defined]
+    semantic._search_locked = watched_search  # type: ignore[attr-defined]
     lexical.retrieve = watched_retrieve  # type: ignore[method-assign]
     options = {"now_ms": 1_790_000_000_000, "seed": 3, "impression_id": "i2"}
     try:
         got = await other.search_async("calm songs for night", {}, 10, **options)  # type: ignore[arg-type]
     finally:
-        del semantic._search, lexical.retrieve  # back to the class's methods
+        del semantic._search_locked, lexical.retrieve  # back to the class's methods
     loop_thread = threading.get_ident()
     assert threads["lexical"] and threads["ann"]
     if offload_searches:
@@ -161,4 +161,47 @@ async def test_lexical_and_ann_searches_run_on_the_loop_unless_offloaded(
     else:
         assert threads["lexical"] == threads["ann"] == {loop_thread}
     expected = searcher.search("calm songs for night", {}, 10, **options)  # type: ignore[arg-type]
+    assert got.impression == expected.impression
+
+
+async def test_an_index_being_written_sends_the_ann_search_to_a_thread(searcher: Searcher) -> None:
+    """A catalog update or a save holds the semantic index for longer than a search: the
+    search then waits in the executor, never on the event loop, and still answers."""
+    import threading
+
+    semantic = searcher.strategies["semantic"]
+    lock = semantic._lock  # type: ignore[attr-defined]
+    options = {"now_ms": 1_790_000_000_000, "seed": 5, "impression_id": "i3"}
+    expected = searcher.search("happy songs for summer", {}, 10, **options)  # type: ignore[arg-type]
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(5)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not release.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def let_go() -> None:
+        await asyncio.sleep(0.3)
+        release.set()
+
+    started = asyncio.get_running_loop().time()
+    got, _, _ = await asyncio.gather(
+        searcher.search_async("happy songs for summer", {}, 10, **options),  # type: ignore[arg-type]
+        ticker(),
+        let_go(),
+    )
+    thread.join()
+    assert asyncio.get_running_loop().time() - started >= 0.3  # it did wait for the writer
+    assert ticks >= 10  # and the loop kept running meanwhile
     assert got.impression == expected.impression
