@@ -123,7 +123,7 @@ def bench_broker(broker_kind: str) -> Iterator[tuple[str, Any, Path]]:
 
     broker: Any = TansuBroker() if broker_kind == "tansu" else ApacheKafka()
     with tempfile.TemporaryDirectory() as tmp, broker:
-        bootstrap = broker.start() if broker_kind == "tansu" else broker.bootstrap
+        bootstrap = broker.bootstrap  # started by the with (a second start leaked a tansu)
         settings = Settings(broker=bootstrap, topic_prefix=PREFIX, partitions=4)
         create_topics(bootstrap, Topics.from_settings(settings).all())
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
