@@ -383,6 +383,13 @@ async def sequential(url: str, queries: list[str]) -> dict[str, float]:
     return {k.replace("_us", "_ms"): round(v / 1000, 2) for k, v in summary_us(times).items()}
 
 
+async def post_search(session: aiohttp.ClientSession, url: str, query: str) -> bytes | None:
+    """POST one search; the impression id it was answered with, or None if not answered 200."""
+    async with session.post(f"{url}/search", json={"query": query}) as resp:
+        body = await resp.read()
+    return orjson.loads(body)["impression_id"].encode() if resp.status == 200 else None
+
+
 async def load(
     url: str, queries: Iterator[str], concurrency: int, duration_s: float
 ) -> dict[str, Any]:
@@ -401,11 +408,10 @@ async def load(
             nonlocal errors
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                async with session.post(f"{url}/search", json={"query": next(queries)}) as resp:
-                    body = await resp.read()
-                if resp.status == 200:
+                impression_id = await post_search(session, url, next(queries))
+                if impression_id is not None:
                     latencies.append(time.perf_counter() - t0)
-                    answered.add(orjson.loads(body)["impression_id"].encode())
+                    answered.add(impression_id)
                 else:
                     errors += 1
 
@@ -456,11 +462,10 @@ async def open_loop(
             in_flight += 1
             peak_in_flight = max(peak_in_flight, in_flight)
             try:
-                async with session.post(f"{url}/search", json={"query": query}) as resp:
-                    body = await resp.read()
-                if resp.status == 200:
+                impression_id = await post_search(session, url, query)
+                if impression_id is not None:
                     latencies.append(time.perf_counter() - due)
-                    answered.add(orjson.loads(body)["impression_id"].encode())
+                    answered.add(impression_id)
                 else:
                     errors += 1
             except aiohttp.ClientError:
