@@ -102,19 +102,16 @@ class _Part(msgspec.Struct):
     model: str
 
 
-class _Context(msgspec.Struct):
-    multi: list[msgspec.Raw] = msgspec.field(name="_multi")
-
-
 class _Head(msgspec.Struct):
-    """The fields of a reward line the learner checks, decoded without building the rest (the
-    features are skipped, still checked to be JSON; VW parses them)."""
+    """The fields of a reward line the learner checks, decoded without building the rest:
+    ``c``, ``a`` and ``p`` stay raw JSON (checked to be JSON and, by their first byte, an
+    object and lists; VW parses them, and refuses a ``_labelIndex`` beyond ``c._multi``)."""
 
     ltrr: _Part
     EventId: str
-    c: _Context
-    a: list[msgspec.Raw]
-    p: list[msgspec.Raw]
+    c: msgspec.Raw
+    a: msgspec.Raw
+    p: msgspec.Raw
     index: int = msgspec.field(name="_labelIndex")
     cost: float = msgspec.field(name="_label_cost")
     probability: float = msgspec.field(name="_label_probability")
@@ -122,6 +119,8 @@ class _Head(msgspec.Struct):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+_RAW_OBJECT, _RAW_LIST = msgspec.Raw(b"{}"), msgspec.Raw(b"[]")
+_OPEN_OBJECT, _OPEN_LIST = ord("{"), ord("[")
 
 
 class _Unkeyed:
@@ -239,8 +238,14 @@ class Learners:
         if event_id in m.seen:
             return Verdict("duplicate", name)
         try:
-            examples = m.vw.parse(raw.decode())
+            examples = m.vw.parse(raw)
         except Exception as exc:  # VW's parser raises RuntimeError with a position
+            try:  # the quick check leaves the bound of _labelIndex to VW: say which field
+                self._diagnose(raw)
+            except _Invalid as why:
+                return Verdict(
+                    "invalid", name, detail=why.detail, reason=why.reason, field=why.field
+                )
             return Verdict(
                 "invalid",
                 name,
@@ -249,8 +254,11 @@ class Learners:
             )
         cost, prob = head.cost, head.probability
         # predict_then_learn_one: one pass, and the prediction is the pre-learning one.
-        pmf = dict(m.vw.predict_then_learn(examples))
-        m.loss_sum += cost * pmf.get(head.index, 0.0) / prob
+        index = head.index
+        for action, p in m.vw.predict_then_learn(examples):
+            if action == index:
+                m.loss_sum += cost * p / prob
+                break
         m.examples += 1
         self._remember(m, event_id)
         return Verdict("learned", name, cost, prob)
@@ -293,6 +301,10 @@ class Learners:
         if head is not None and self._passes(head):
             return head
         # Something fails (or the model is new): find what, and say so.
+        return self._diagnose(raw)
+
+    def _diagnose(self, raw: bytes) -> _Head:
+        """``_check`` field by field, with a message per failure."""
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -349,9 +361,9 @@ class Learners:
         return _Head(
             _Part(name),
             event["EventId"],
-            _Context([]),
-            [],
-            [],
+            _RAW_OBJECT,
+            _RAW_LIST,
+            _RAW_LIST,
             index,
             cost,
             prob,
@@ -367,7 +379,10 @@ class Learners:
         return (
             0 < len(name) <= 128
             and name in self.models
-            and 0 <= head.index < len(head.c.multi)
+            and head.index >= 0  # VW's parser refuses one beyond c._multi
+            and memoryview(head.c)[0] == _OPEN_OBJECT
+            and memoryview(head.a)[0] == _OPEN_LIST
+            and memoryview(head.p)[0] == _OPEN_LIST
             # NaN and infinities fail these comparisons
             and g.min_probability <= prob <= 1.0
             and -g.cost_range[1] - 1e-9 <= cost <= -g.cost_range[0] + 1e-9

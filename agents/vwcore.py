@@ -43,11 +43,12 @@ class DSJsonLearner:
         self._core: Any = getattr(ws, "_workspace", None)
         self._parser = vw.DSJsonFormatParser(ws)
 
-    def parse(self, text: str) -> list[Any]:
-        """The examples of one DSJSON line; raises what VW's parser raises."""
-        if self._fast:
-            return cast(list[Any], _core._parse_line_dsjson(self._core, text))
-        return self._parser.parse_json(text)
+    def parse(self, line: bytes | str) -> list[Any]:
+        """The examples of one DSJSON line (UTF-8 bytes or text); raises what VW's parser
+        raises."""
+        if self._fast:  # the core takes the bytes as they are: no decoding copy
+            return cast(list[Any], _core._parse_line_dsjson(self._core, line))
+        return self._parser.parse_json(line.decode() if isinstance(line, bytes) else line)
 
     def predict_then_learn(self, examples: list[Any]) -> Pmf:
         """Learn ``examples`` (from ``parse``); returns the pre-learning prediction."""
