@@ -47,7 +47,7 @@ class DSJsonLearner:
         """The examples of one DSJSON line (UTF-8 bytes or text); raises what VW's parser
         raises."""
         if self._fast:  # the core takes the bytes as they are: no decoding copy
-            return cast(list[Any], _core._parse_line_dsjson(self._core, line))
+            return cast(list[Any], _core._parse_line_dsjson(self._core, line))  # type: ignore[arg-type]  # pybind takes bytes for std::string
         return self._parser.parse_json(line.decode() if isinstance(line, bytes) else line)
 
     def predict_then_learn(self, examples: list[Any]) -> Pmf:
