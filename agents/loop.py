@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 import orjson
 
 from ltrr.agents import metrics as m
@@ -35,7 +36,7 @@ from ltrr.schemas.contracts import Contract
 from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
-from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from ltrr.state.q2e import Q2EConfig, Q2EMemory, decode_feedback, normalize_query
 from ltrr.state.seen import Seen
 from ltrr.state.staged import StagedStore
 from ltrr.state.store import RocksStore, Store
@@ -749,14 +750,10 @@ class LearningLoop:
                     "rewards partition %d was recreated; Q2E follows the new log",
                     message.partition,
                 )
-            try:
-                reward = orjson.loads(message.value)
-                part = reward["ltrr"]
-                actions = [(a["entity_id"], a["type"], a["timestamp_ms"]) for a in part["actions"]]
-                query, shown, at = part["query"], part["shown"], _timestamp_ms(reward["Timestamp"])
-                if not (isinstance(query, str) and isinstance(shown, list)):
-                    raise TypeError("query/shown")
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            try:  # only the fields the memory uses; the features are skipped
+                feedback = decode_feedback(message.value)
+                at = _timestamp_ms(feedback.Timestamp)
+            except (msgspec.MsgspecError, ValueError, OverflowError):
                 records["invalid"] += 1
                 continue  # the learner dead-letters invalid rewards
             offsets[message.partition] = message.offset + 1
@@ -768,8 +765,9 @@ class LearningLoop:
                 records["duplicate"] += 1
                 continue
             self.q2e_seen.add(digest)
-            memory.record(query, shown, actions, at)
-            records["late" if part["late"] else "on_time"] += 1
+            part = feedback.ltrr
+            memory.record(part.query, part.shown, feedback.actions(), at)
+            records["late" if part.late else "on_time"] += 1
         # Synchronously after the records (no other writer), with what they cover.
         rows = store.commit(offsets, local=self.q2e_seen.take_writes())
         await self.replicate_q2e(rows)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from ltrr.state.store import Store
@@ -84,6 +85,35 @@ class Q2EConfig:
             raise ValueError(f"max_entities must be >= 1, got {self.max_entities}")
         if self.predicted_scale <= 0:
             raise ValueError(f"predicted_scale must be > 0, got {self.predicted_scale}")
+
+
+class _Action(msgspec.Struct):
+    entity_id: str
+    type: str
+    timestamp_ms: int | float
+
+
+class _Provenance(msgspec.Struct):
+    query: str
+    shown: list[str]
+    actions: list[_Action]
+    late: bool
+
+
+class Feedback(msgspec.Struct):
+    """What the memory folds in from one reward line: its ``Timestamp`` and the ``ltrr``
+    fields (query, shown entities, actions, late), decoded without building the features."""
+
+    Timestamp: str
+    ltrr: _Provenance
+
+    def actions(self) -> list[tuple[str, str, int]]:
+        return [(a.entity_id, a.type, int(a.timestamp_ms)) for a in self.ltrr.actions]
+
+
+#: Feedback of a reward line; raises ``msgspec.DecodeError`` (not JSON) or
+#: ``msgspec.ValidationError`` (a field missing or of the wrong type).
+decode_feedback = msgspec.json.Decoder(Feedback).decode
 
 
 class Q2EScore(NamedTuple):

@@ -6,12 +6,17 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ltrr.state.q2e import Q2EConfig, Q2EMemory, normalize_query
+from ltrr.schemas.dsjson import reward_event
+from ltrr.schemas.records import SearchImpression
+from ltrr.state.q2e import Q2EConfig, Q2EMemory, decode_feedback, normalize_query
 from ltrr.state.store import Batch, RocksStore, Store
+from tests.events import impression
 
 HOUR = 3600 * 1000
 DAY = 24 * HOUR
@@ -211,3 +216,39 @@ def test_config_rejects_nonsense() -> None:
         Q2EConfig(half_life_ms=0)
     with pytest.raises(ValueError, match="max_entities"):
         Q2EConfig(max_entities=0)
+
+
+def _reward_line() -> dict[str, object]:
+    imp = SearchImpression.from_dict(impression("imp-fb", chosen=1))
+    event = orjson.loads(orjson.dumps(reward_event(imp, 0.5, late=True)))
+    event["ltrr"]["shown"] = ["e1", "e2"]
+    event["ltrr"]["actions"] = [{"entity_id": "e2", "type": "click", "timestamp_ms": T0}]
+    return event
+
+
+def test_feedback_is_decoded_from_a_reward_line_without_its_features() -> None:
+    """The memory's decoder reads what the orjson path read (query, shown, actions, late,
+    Timestamp) and refuses what the memory could not fold in."""
+    event = _reward_line()
+    feedback = decode_feedback(orjson.dumps(event))
+    part = event["ltrr"]
+    assert isinstance(part, dict)
+    assert (feedback.ltrr.query, feedback.ltrr.shown, feedback.ltrr.late) == (
+        part["query"],
+        ["e1", "e2"],
+        True,
+    )
+    assert feedback.actions() == [("e2", "click", T0)]
+    assert feedback.Timestamp == event["Timestamp"]
+    for change in (
+        {"shown": ["e1", 7]},
+        {"actions": [{"entity_id": "e2", "type": "click"}]},
+        {"query": None},
+        {"late": "no"},
+    ):
+        broken = _reward_line()
+        broken["ltrr"].update(change)  # type: ignore[attr-defined]
+        with pytest.raises(msgspec.ValidationError):
+            decode_feedback(orjson.dumps(broken))
+    with pytest.raises(msgspec.DecodeError):
+        decode_feedback(b'{"Timestamp": "x", "ltrr": ')
