@@ -36,7 +36,7 @@ from ltrr.schemas.contracts import Contract
 from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
-from ltrr.state.q2e import Q2EConfig, Q2EMemory, decode_feedback, normalize_query
+from ltrr.state.q2e import Feedback, Q2EConfig, Q2EMemory, decode_feedback, normalize_query
 from ltrr.state.seen import Seen
 from ltrr.state.staged import StagedStore
 from ltrr.state.store import RocksStore, Store
@@ -760,13 +760,15 @@ class LearningLoop:
             if learners.problem(message.value, message.key) is not None:  # dead-lettered
                 records["invalid"] += 1
                 continue
-            digest = hashlib.blake2b(message.value, digest_size=16).digest()
-            if digest in self.q2e_seen:  # an identical copy, resent by the join
+            part = feedback.ltrr
+            ident = _q2e_ident(feedback, message.value)
+            if ident in self.q2e_seen:  # a copy resent by the join, or the impression re-closed
                 records["duplicate"] += 1
                 continue
-            self.q2e_seen.add(digest)
-            part = feedback.ltrr
-            memory.record(part.query, part.shown, feedback.actions(), at)
+            self.q2e_seen.add(ident)
+            # A late reward repeats the impression's shown list for context; its impression
+            # was counted when the window closed, so only its late action is new.
+            memory.record(part.query, () if part.late else part.shown, feedback.actions(), at)
             records["late" if part.late else "on_time"] += 1
         # Synchronously after the records (no other writer), with what they cover.
         rows = store.commit(offsets, local=self.q2e_seen.take_writes())
@@ -856,6 +858,17 @@ def register_learning_loop(
         return await loop.q2e_view(web, request)
 
     return loop.parts
+
+
+def _q2e_ident(feedback: Feedback, raw: bytes) -> bytes:
+    """What makes a reward count once in the memory. An impression closes on time once: a
+    second on-time reward for it (a window closed again after a restart replayed the join's
+    changelog, perhaps with an action fewer) is the same feedback, so the first one counts,
+    as for the learner, which drops it by EventId. Late rewards carry one late action each,
+    so a copy is recognised by its bytes."""
+    if feedback.ltrr.late:
+        return hashlib.blake2b(raw, digest_size=16).digest()
+    return b"id/" + feedback.EventId.encode()
 
 
 def _timestamp_ms(iso: str) -> int:

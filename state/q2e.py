@@ -101,9 +101,11 @@ class _Provenance(msgspec.Struct):
 
 
 class Feedback(msgspec.Struct):
-    """What the memory folds in from one reward line: its ``Timestamp`` and the ``ltrr``
-    fields (query, shown entities, actions, late), decoded without building the features."""
+    """What the memory folds in from one reward line: its ``EventId`` (the impression),
+    ``Timestamp`` and the ``ltrr`` fields (query, shown entities, actions, late), decoded
+    without building the features."""
 
+    EventId: str
     Timestamp: str
     ltrr: _Provenance
 

@@ -15,7 +15,7 @@ import pytest
 from ltrr.agents import metrics as m
 from ltrr.agents.loop import STUCK_AFTER_S, LearningLoop
 from ltrr.schemas.dsjson import reward_event
-from ltrr.schemas.records import SearchImpression
+from ltrr.schemas.records import SearchImpression, UserAction
 from ltrr.streams.app import create_app
 from ltrr.streams.health import Health
 from ltrr.streams.settings import Settings
@@ -160,6 +160,46 @@ def test_q2e_folds_in_only_the_reward_lines_the_learner_accepts(
     assert m.child(m.Q2E_RECORDS, "on_time")._value.get() - counts["on_time"] == 1
     assert m.child(m.Q2E_RECORDS, "invalid")._value.get() - counts["invalid"] == 5
     assert all(e.acked for e in events)
+    loop.parts.close()
+
+
+def test_q2e_counts_an_impression_closed_twice_once_and_each_late_reward_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart that replays the join's changelog can close a window again, perhaps with an
+    action fewer (different bytes): the learner drops the second reward by EventId, and so
+    does the memory; a late reward of the same impression still counts its action (not the
+    impression again: it was counted when the window closed), a copy of it not."""
+    loop, _ = build(tmp_path)
+
+    async def produce(*_: Any, **__: Any) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(loop, "produce", produce)
+    imp = SearchImpression.from_dict(impression("imp-twice", query="velora nights"))
+    at = imp.timestamp_ms
+
+    def click(entity: str, n: int) -> UserAction:
+        return UserAction(f"a{n}", "imp-twice", entity, "click", at + n)
+
+    first = orjson.dumps(reward_event(imp, 0.5, [click("track-1", 1), click("track-2", 2)]))
+    again = orjson.dumps(reward_event(imp, 0.5, [click("track-1", 1)]))  # one action fewer
+    late = orjson.dumps(reward_event(imp, 0.5, [click("track-2", 3)], late=True))
+    assert first != again
+    before = {k: m.child(m.Q2E_RECORDS, k)._value.get() for k in ("on_time", "late", "duplicate")}
+
+    asyncio.run(loop.remember_batch([Reward(first, 0), Reward(again, 1)]))
+    asyncio.run(loop.remember_batch([Reward(late, 2), Reward(late, 3)]))
+
+    memory = loop.parts.memory
+    one = memory.observed("velora nights", "track-1", at)
+    two = memory.observed("velora nights", "track-2", at + 3)
+    assert one is not None and two is not None
+    assert one.impressions == pytest.approx(1.0) and one.actions["click"] == pytest.approx(1.0)
+    assert two.actions["click"] == pytest.approx(2.0, rel=1e-6)  # on time + the late one
+    assert two.impressions == pytest.approx(1.0, rel=1e-6)
+    counts = {k: m.child(m.Q2E_RECORDS, k)._value.get() - v for k, v in before.items()}
+    assert counts == {"on_time": 1, "late": 1, "duplicate": 2}
     loop.parts.close()
 
 
