@@ -30,7 +30,9 @@ logged (each carries the probability with which the logging policy chose its pla
 
 Logged data: a rewards file (--rewards, one Reward/DSJSON line each, .gz accepted) or the
 rewards topic (--from-topic, read from the beginning to its current end). Late rewards
-(_skipLearn) and repeated EventIds are skipped; malformed lines are counted and listed.
+(_skipLearn), repeated EventIds and, from the topic, messages under a Kafka key other than
+their model (the learner refuses those: bad_key) are skipped; malformed lines are counted and
+listed.
 
 Candidate (one of):
   --model-file FILE     a VW model file (e.g. from `ltrr learn-offline -o`), run with

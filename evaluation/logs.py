@@ -91,8 +91,9 @@ class LineError:
 class Logs:
     """Rows read from one source, plus what was skipped and why.
 
-    ``skipped`` counts by reason: ``skip_learn`` (late reward), ``duplicate`` (EventId seen
-    before), ``other_model`` (a model key other than the one asked for), ``malformed``.
+    ``skipped`` counts by reason: ``skip_learn`` (late reward), ``bad_key`` (a topic message
+    under a Kafka key other than its model: the learner refuses it), ``duplicate`` (EventId
+    seen before), ``other_model`` (a model key other than the one asked for), ``malformed``.
     ``errors`` keeps the first malformed lines with their detail.
     """
 
@@ -209,6 +210,13 @@ def _logged_pmf(event: dict[str, Any], n: int) -> tuple[float, ...]:
     return tuple(pmf)
 
 
+class _NoKey:
+    """The key of a line read from a file: there is no Kafka key to check."""
+
+
+NO_KEY = _NoKey()
+
+
 class LogCollector:
     """Turns raw lines or messages, fed in order, into ``Logs`` (pure: no I/O)."""
 
@@ -220,8 +228,10 @@ class LogCollector:
         self.max_errors = max_errors
         self._seen: set[tuple[str | None, str]] = set()
 
-    def add(self, raw: bytes, where: str) -> LoggedRow | None:
-        """Read one line; the row if it is a new usable decision, else ``None`` (counted)."""
+    def add(self, raw: bytes, where: str, key: bytes | _NoKey | None = NO_KEY) -> LoggedRow | None:
+        """Read one line; the row if it is a new usable decision, else ``None`` (counted).
+        ``key``: its Kafka key when it came from the rewards topic; a line under a key other
+        than its model's is skipped as ``bad_key``, as the learner refuses to learn it."""
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -232,7 +242,7 @@ class LogCollector:
         except MalformedLine as exc:
             self.reject(where, exc.reason, exc.detail)
             return None
-        skipped = self._skip_reason(event, row)
+        skipped = self._skip_reason(event, row, key)
         if skipped:
             self.logs.skipped[skipped] += 1
             return None
@@ -240,9 +250,13 @@ class LogCollector:
         self.logs.rows.append(row)
         return row
 
-    def _skip_reason(self, event: dict[str, Any], row: LoggedRow) -> str | None:
+    def _skip_reason(
+        self, event: dict[str, Any], row: LoggedRow, key: bytes | _NoKey | None
+    ) -> str | None:
         if event.get("_skipLearn") is True:
             return "skip_learn"
+        if not isinstance(key, _NoKey) and key != (row.model or "").encode():
+            return "bad_key"
         if self.model is not None and row.model != self.model:
             return "other_model"
         if (row.model, row.event_id) in self._seen:
@@ -317,5 +331,5 @@ def read_topic(
         if record.value is None:
             collector.reject(where, "not_json", "empty message (tombstone)")
         else:
-            collector.add(record.value, where)
+            collector.add(record.value, where, record.key)
     return collector.logs

@@ -69,6 +69,9 @@ def test_eval_from_topic_with_latest_snapshot(
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
     for line in [*rewards, rewards[5], orjson.dumps(late), b"not json"]:
         producer.send(topics.rewards.name, key=b"default", value=line)
+    # Valid lines under another key or none: the learner refuses them (bad_key), so does eval.
+    for key, line in [(b"other", _lines(1, seed=5)[0]), (None, _lines(1, seed=6)[0])]:
+        producer.send(topics.rewards.name, key=key, value=line)
     for key, value in [*_snapshot(old, 1), *_snapshot(new, 2)]:
         producer.send(topics.snapshots.name, key=key, value=value)
     producer.flush(timeout=30)
@@ -79,7 +82,12 @@ def test_eval_from_topic_with_latest_snapshot(
     assert main(["eval", "--from-topic", "--snapshot-topic", *common]) == 0
     from_topic = json.loads(capsys.readouterr().out)
     assert from_topic["n"] == 120
-    assert from_topic["skipped"] == {"duplicate": 1, "malformed": 1, "skip_learn": 1}
+    assert from_topic["skipped"] == {
+        "bad_key": 2,
+        "duplicate": 1,
+        "malformed": 1,
+        "skip_learn": 1,
+    }
     assert from_topic["malformed"][0]["where"].endswith(" offset 122")  # the 123rd record
     assert from_topic["candidate"].startswith("snapshot default v2 (200 examples")
 
