@@ -88,6 +88,8 @@ def row(name: str, seed: int, s: dict[str, Any], wall: float, code: int) -> dict
         "best_static_baseline": s["best_static_baseline"],
         "gap_closed": s["gap_closed"],
         "last_quarter_gap_closed": s["last_quarter_gap_closed"],
+        "gap_headroom": s.get("gap_headroom"),
+        "last_quarter_gap_headroom": s.get("last_quarter_gap_headroom"),
         "learned_wins": mean["learned"] >= max(mean["union"], mean[best])
         and last["learned"] >= max(last["union"], last[best_last]),
         "recall_at_budget": s["recall_at_budget"],

@@ -473,6 +473,10 @@ def _gap(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
+def _room(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -644,7 +648,9 @@ def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
         f"  learned beats every static baseline: "
         f"{'yes' if summary['beats_every_static_baseline'] else 'NO'}; gap closed to the "
         f"per-query oracle: {_gap(summary['gap_closed'])} whole run, "
-        f"{_gap(summary['last_quarter_gap_closed'])} last quarter (best static baseline "
+        f"{_gap(summary['last_quarter_gap_closed'])} last quarter, of a gap of "
+        f"{_room(summary.get('gap_headroom'))} / {_room(summary.get('last_quarter_gap_headroom'))} "
+        f"(best static baseline "
         f"{summary['best_static_baseline']}; learned/per-kind oracle in the last quarter: "
         f"{summary['last_quarter_learned_over_oracle']})"
     )

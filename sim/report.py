@@ -142,7 +142,10 @@ def markdown(summary: Mapping[str, Any], title: str) -> str:
         f"**{_fmt(summary['gap_closed'])}** over the whole run, "
         f"**{_fmt(summary['last_quarter_gap_closed'])}** in the last quarter (best static "
         f"baseline there: `{summary['best_static_baseline_last_quarter']}`; 0 = no gain from "
-        f"learning, 1 = the best plan for every query).",
+        f"learning, 1 = the best plan for every query). The gap itself (per-query oracle "
+        f"above the best static baseline, mean reward): {_room(summary.get('gap_headroom'))} "
+        f"over the run, {_room(summary.get('last_quarter_gap_headroom'))} in the last quarter; "
+        f"a ratio over a gap of a few thousandths moves a lot on a few queries.",
         f"- Learned / per-kind oracle expected reward in the last quarter of the run: "
         f"{summary['last_quarter_learned_over_oracle']}.",
         f"- Realized reward of the learned policy (sampled clicks): "
@@ -188,10 +191,16 @@ def _fmt(value: float | None) -> str:
     return "n/a (no gap)" if value is None else f"{value:.2f}"
 
 
+def _room(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 _SUMMARY_KEYS = {
     "best_static_baseline_last_quarter",
     "gap_closed",
     "last_quarter_gap_closed",
+    "gap_headroom",
+    "last_quarter_gap_headroom",
     "queries",
     "mean_reward",
     "cumulative_reward",

@@ -124,6 +124,19 @@ class Scoreboard:
             return best, None
         return best, (means[LEARNED] - means[best]) / room
 
+    def headroom(
+        self, series: Mapping[str, Sequence[float]], start: int = 0, stop: int | None = None
+    ) -> float | None:
+        """Mean reward of the per-query oracle above the best static baseline over
+        ``steps[start:stop]``: the denominator of ``gap_closed``. Read a gap closed against
+        it: a ratio over a headroom of 0.0001 swings by tens on a few queries."""
+        stop = len(self.steps) if stop is None else stop
+        best, _ = self.gap_closed(series, start, stop)
+        if best is None:
+            return None
+        oracle, static = series[QUERY_ORACLE][start:stop], series[best][start:stop]
+        return (sum(oracle) - sum(static)) / (stop - start)
+
     def recall_series(self) -> dict[str, list[float]]:
         index = {p: i for i, p in enumerate(self.plan_ids)}
         oracle = {k: index[p] for k, p in self.oracle_plans().items()}
@@ -176,6 +189,8 @@ class Scoreboard:
             "best_static_baseline_last_quarter": best_last,
             "gap_closed": _round(gap_all),
             "last_quarter_gap_closed": _round(gap_last),
+            "gap_headroom": _round(self.headroom(series)),
+            "last_quarter_gap_headroom": _round(self.headroom(series, n - quarter)),
             "beats_every_static_baseline": all(
                 cumulative[LEARNED] > cumulative[name] for name in static
             ),

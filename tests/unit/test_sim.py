@@ -161,6 +161,8 @@ def test_per_query_oracle_and_gap_closed_on_a_world_known_by_hand() -> None:
     assert summary["best_static_baseline"] == "union"
     assert summary["gap_closed"] == pytest.approx(0.5)
     assert summary["last_quarter_gap_closed"] == pytest.approx(0.5)
+    assert summary["gap_headroom"] == pytest.approx(0.7 - 0.5)  # the ratio's denominator
+    assert summary["last_quarter_gap_headroom"] == pytest.approx(0.2)
     assert summary["beats_every_static_baseline"] is True
     # Only the last quarter improves: the whole run closes less of the gap than it.
     for learned in ((0.6, 0.6),) * 4 + ((0.8, 0.55),) * 4:  # 32 queries: the last 8 improve
@@ -183,6 +185,7 @@ def test_gap_closed_is_negative_when_learning_loses_and_none_without_a_gap() -> 
     flat = Scoreboard(["a", "b"], {"a": "a", "b": "b"}, None, configured=2)
     flat.add(_step("k", [0.5, 0.5], 0.5))
     assert flat.summary()["gap_closed"] is None  # the best single plan is the oracle
+    assert flat.summary()["gap_headroom"] == 0.0
 
 
 def test_recall_at_budget_counts_the_budgeted_candidates() -> None:
