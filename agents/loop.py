@@ -752,7 +752,7 @@ class LearningLoop:
                 )
             try:  # only the fields the memory uses; the features are skipped
                 feedback = decode_feedback(message.value)
-                at = _timestamp_ms(feedback.Timestamp)
+                at, actions = _timestamp_ms(feedback.Timestamp), feedback.actions()
             except (msgspec.MsgspecError, ValueError, OverflowError):
                 records["invalid"] += 1
                 continue  # the learner dead-letters invalid rewards
@@ -768,7 +768,7 @@ class LearningLoop:
             self.q2e_seen.add(ident)
             # A late reward repeats the impression's shown list for context; its impression
             # was counted when the window closed, so only its late action is new.
-            memory.record(part.query, () if part.late else part.shown, feedback.actions(), at)
+            memory.record(part.query, () if part.late else part.shown, actions, at)
             records["late" if part.late else "on_time"] += 1
         # Synchronously after the records (no other writer), with what they cover.
         rows = store.commit(offsets, local=self.q2e_seen.take_writes())

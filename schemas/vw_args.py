@@ -77,6 +77,8 @@ _NUMBERS = frozenset(
         "--gamma_scale",
         "--gamma_exponent",
         "--mellowness",
+        "--cb_min_cost",
+        "--cb_max_cost",
         "--rnd",
         "--rnd_alpha",
         "--rnd_invlambda",

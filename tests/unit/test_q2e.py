@@ -252,3 +252,8 @@ def test_feedback_is_decoded_from_a_reward_line_without_its_features() -> None:
             decode_feedback(orjson.dumps(broken))
     with pytest.raises(msgspec.DecodeError):
         decode_feedback(b'{"Timestamp": "x", "ltrr": ')
+    huge = _reward_line()
+    huge["ltrr"]["actions"][0]["timestamp_ms"] = 123456789  # type: ignore[index]
+    raw = orjson.dumps(huge).replace(b":123456789", b":1e400")  # JSON for infinity
+    with pytest.raises(msgspec.ValidationError):  # out of range: refused, never int(inf)
+        decode_feedback(raw)
