@@ -57,6 +57,11 @@ SNAPSHOT_LOAD = Histogram(
     "Time to load and swap a snapshot.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
 )
+POLICY_FALLBACKS = Counter(
+    "ltrr_policy_fallbacks_total",
+    "Requests decided by the cold-start rule because the model gave no probability "
+    "distribution (a plan with a negative or non-finite probability).",
+)
 SNAPSHOTS_REJECTED = Counter(
     "ltrr_snapshots_rejected_total", "Snapshots refused, by reason.", ["reason"]
 )

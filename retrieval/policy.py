@@ -15,6 +15,7 @@ object, so serving and learning see identical features.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -25,8 +26,12 @@ from typing import Any, cast
 import orjson
 import vowpal_wabbit_next as vw
 
+from ltrr.retrieval import metrics as m
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.schemas.vw_args import VWArgsError, check_vw_args
+from ltrr.streams.logs import ThrottledLog
+
+_fallback_log = ThrottledLog(logging.getLogger(__name__), level=logging.WARNING)
 
 Namespaces = dict[str, dict[str, Any]]
 
@@ -101,6 +106,10 @@ def load_model(
     return model
 
 
+#: A probability this far below 0 is rounding; lower, the model gives no distribution.
+NEGATIVE_ZERO = 1e-6
+
+
 def _score(model: LoadedModel, context: Namespaces, plans: Sequence[Namespaces]) -> list[float]:
     """The model's probability of each plan (0 for plans it did not score)."""
     example = {**context, "_multi": list(plans)}
@@ -111,9 +120,9 @@ def _score(model: LoadedModel, context: Namespaces, plans: Sequence[Namespaces])
         raise PolicyError(f"model v{model.version} could not score plans: {exc}") from exc
     probs = [0.0] * len(plans)
     for index, prob in scored:
-        if not 0 <= index < len(plans) or not math.isfinite(prob):
+        if not 0 <= index < len(plans) or not math.isfinite(prob) or prob < -NEGATIVE_ZERO:
             raise PolicyError(f"model v{model.version} scored plan {index} as {prob}")
-        probs[index] = float(prob)
+        probs[index] = max(0.0, float(prob))  # -1e-9 from rounding is 0
     return probs
 
 
@@ -145,8 +154,17 @@ class Policy:
         model = self.model
         if model is None:
             return self._cold_pmf(n, default), 0
-        with self._lock:
-            probs = _score(model, context, plan_features)
+        try:
+            with self._lock:
+                probs = _score(model, context, plan_features)
+        except PolicyError as exc:  # the request is served by the cold-start rule, counted
+            m.POLICY_FALLBACKS.inc()
+            _fallback_log.report(
+                f"model v{model.version} gave no probability distribution; such requests use "
+                "the cold-start rule",
+                detail=str(exc),
+            )
+            return self._cold_pmf(n, default), 0
         total = sum(probs)
         pmf = tuple(p / total for p in probs) if total > 0 else self._cold_pmf(n, default)
         return pmf, model.version

@@ -47,7 +47,6 @@ _FLAGS = frozenset(
         "--cb_adf",
         "--softmax",
         "--squarecb",
-        "--elim",
         "--regcb",
         "--regcbopt",
         "--synthcover",
@@ -66,6 +65,13 @@ _FLAGS = frozenset(
         "--quiet",
     }
 )
+#: Options VW accepts but ltrr refuses, and why.
+_REFUSED = {
+    "--elim": "SquareCB with elimination gives some plans negative probabilities in this "
+    "Vowpal Wabbit (as low as -23 on ltrr's rewards; the sum stays 1), so its impressions "
+    "could not be learned",
+}
+
 #: Options that take a number.
 _NUMBERS = frozenset(
     {
@@ -143,6 +149,8 @@ def check_vw_args(args: Sequence[str], namespaces: str = NAMESPACES) -> tuple[st
     while i < len(args):
         token = args[i]
         name, value = _split(token)
+        if name in _REFUSED:
+            raise VWArgsError(f"VW option {name} is not allowed: {_REFUSED[name]}")
         if name in _FLAGS and value is None:
             seen_cb |= name == "--cb_explore_adf"
             i += 1

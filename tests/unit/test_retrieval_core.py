@@ -10,9 +10,10 @@ import pytest
 import vowpal_wabbit_next as vw
 
 from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
+from ltrr.retrieval import metrics as m
 from ltrr.retrieval.catalog import Catalog, load_jsonl
 from ltrr.retrieval.plans import PlanError, default_plans, max_budgets, parse_plans
-from ltrr.retrieval.policy import Policy, load_model, sample
+from ltrr.retrieval.policy import LoadedModel, Policy, load_model, sample
 from ltrr.retrieval.ranking import rank
 from ltrr.retrieval.search import Searcher
 from ltrr.retrieval.strategies.base import Candidate
@@ -24,6 +25,7 @@ from ltrr.schemas.contracts import Contract
 from ltrr.schemas.dsjson import reward_event
 from ltrr.schemas.records import SearchImpression
 from ltrr.schemas.validation import check
+from ltrr.schemas.vw_args import VWArgsError, check_vw_args
 from ltrr.state.q2e import Q2EMemory
 from ltrr.state.store import MemoryStore
 
@@ -135,5 +137,40 @@ def test_serving_pmf_equals_vw_on_the_reward_line(searcher: Searcher) -> None:
         served = result.impression["pmf"]
         assert served == pytest.approx([learned_view[i] for i in range(len(served))], abs=1e-6)
         assert max(served) > 0.5  # the model learned something, not uniform
+    finally:
+        searcher.policy.model = None
+
+
+ELIM_ARGS = ("--cb_explore_adf", "--squarecb", "--elim", "-q", "cp", "-q", "cr", "-q", "sp")
+
+
+def _elim_model() -> LoadedModel:
+    """A real SquareCB-with-elimination model (refused by the allow-list, so built directly):
+    this Vowpal Wabbit gives some plans negative probabilities with it; before it has learned
+    anything, on every request (plan 0 at -5)."""
+    ws = vw.Workspace([*ELIM_ARGS, "--quiet"])
+    return LoadedModel(2, ws, vw.JsonFormatParser(ws), NOW, ELIM_ARGS)
+
+
+def test_a_model_without_a_distribution_falls_back_to_the_cold_start_rule(
+    searcher: Searcher,
+) -> None:
+    """A plan with a negative probability would make the impression one the learner refuses
+    (its pmf fails the contract) and orphan its actions: such a request is decided by the
+    cold-start rule instead (model version 0), counted, and the impression stays valid."""
+    with pytest.raises(VWArgsError, match="negative probabilities"):
+        check_vw_args(ELIM_ARGS)
+    searcher.policy.swap(_elim_model())
+    before = m.POLICY_FALLBACKS._value.get()
+    try:
+        fell_back = 0
+        for i, query in enumerate(["love story", "queen", "rainy day", "podcast", "love"] * 4):
+            result = searcher.search(query, {}, 5, now_ms=NOW + i, seed=i)
+            pmf = result.impression["pmf"]
+            assert min(pmf) >= 0 and sum(pmf) == pytest.approx(1.0)
+            assert check(Contract.SEARCH_IMPRESSION, result.impression) is None
+            fell_back += result.model_version == 0
+        assert fell_back == 20  # every request: the model scored plan 0 at -5
+        assert m.POLICY_FALLBACKS._value.get() - before == fell_back
     finally:
         searcher.policy.model = None
