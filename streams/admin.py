@@ -6,9 +6,10 @@ import asyncio
 import logging
 import re
 import ssl
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -206,9 +207,29 @@ def create_topics(
                 outcome[spec.name] = "exists"
             except KafkaError as exc:
                 raise BrokerError(f"could not create topic {spec.name}: {exc}") from exc
+        _wait_visible(client, [n for n, state in outcome.items() if state == "created"])
         return outcome
     finally:
         client.close()
+
+
+def _wait_visible(client: Any, names: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until the broker's metadata lists every topic in ``names``: a CreateTopics answer
+    comes from the controller, and the metadata a client reads next may lag behind it for a
+    moment (Apache Kafka in KRaft mode), so "created" means "listed" for whoever runs next."""
+    deadline = time.monotonic() + timeout_s
+    missing = set(names)
+    while missing and time.monotonic() < deadline:
+        with suppress(KafkaError):
+            missing -= set(client.list_topics())
+        if missing:
+            time.sleep(0.2)
+    if missing:
+        log.warning(
+            "topics created but not listed by the broker after %.0f s: %s",
+            timeout_s,
+            ", ".join(sorted(missing)),
+        )
 
 
 def _partition_counts(client: Any, names: list[str]) -> dict[str, int]:
