@@ -111,31 +111,27 @@ class Scoreboard:
         """The best static baseline over ``steps[start:stop]`` and the share of the gap
         between it and the per-query oracle that the learned policy closed there (``None``
         when there is no gap to close)."""
+        best, closed, _ = self.gap(series, start, stop)
+        return best, closed
+
+    def gap(
+        self, series: Mapping[str, Sequence[float]], start: int = 0, stop: int | None = None
+    ) -> tuple[str | None, float | None, float | None]:
+        """``gap_closed`` and the gap itself: the per-query oracle's mean reward above the
+        best static baseline over ``steps[start:stop]``, its denominator. Read a gap closed
+        against it: a ratio over a gap of 0.0001 swings by tens on a few queries."""
         stop = len(self.steps) if stop is None else stop
         if stop <= start:
-            return None, None
+            return None, None, None
         means = {k: sum(v[start:stop]) / (stop - start) for k, v in series.items()}
         static = [k for k in self.static_baselines() if k in means]
         if not static:
-            return None, None
+            return None, None, None
         best = max(static, key=lambda k: means[k])
         room = means[QUERY_ORACLE] - means[best]
         if room <= 1e-9:
-            return best, None
-        return best, (means[LEARNED] - means[best]) / room
-
-    def headroom(
-        self, series: Mapping[str, Sequence[float]], start: int = 0, stop: int | None = None
-    ) -> float | None:
-        """Mean reward of the per-query oracle above the best static baseline over
-        ``steps[start:stop]``: the denominator of ``gap_closed``. Read a gap closed against
-        it: a ratio over a headroom of 0.0001 swings by tens on a few queries."""
-        stop = len(self.steps) if stop is None else stop
-        best, _ = self.gap_closed(series, start, stop)
-        if best is None:
-            return None
-        oracle, static = series[QUERY_ORACLE][start:stop], series[best][start:stop]
-        return (sum(oracle) - sum(static)) / (stop - start)
+            return best, None, room
+        return best, (means[LEARNED] - means[best]) / room, room
 
     def recall_series(self) -> dict[str, list[float]]:
         index = {p: i for i, p in enumerate(self.plan_ids)}
@@ -162,8 +158,8 @@ class Scoreboard:
         cumulative = {name: sum(values) for name, values in series.items()}
         last = {name: sum(values[-quarter:]) / quarter for name, values in series.items()}
         static = [name for name in series if name not in NOT_STATIC]
-        best_static, gap_all = self.gap_closed(series)
-        best_last, gap_last = self.gap_closed(series, n - quarter)
+        best_static, gap_all, room_all = self.gap(series)
+        best_last, gap_last, room_last = self.gap(series, n - quarter)
         kinds = sorted({s.kind for s in self.steps})
         half = self.steps[n // 2 :]
         mix: dict[str, dict[str, float]] = {}
@@ -189,8 +185,8 @@ class Scoreboard:
             "best_static_baseline_last_quarter": best_last,
             "gap_closed": _round(gap_all),
             "last_quarter_gap_closed": _round(gap_last),
-            "gap_headroom": _round(self.headroom(series)),
-            "last_quarter_gap_headroom": _round(self.headroom(series, n - quarter)),
+            "gap_headroom": _round(room_all),
+            "last_quarter_gap_headroom": _round(room_last),
             "beats_every_static_baseline": all(
                 cumulative[LEARNED] > cumulative[name] for name in static
             ),
