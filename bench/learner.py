@@ -14,11 +14,18 @@ Measured in one run, on the same examples:
      reward, the worker's peak RSS (VmHWM) and CPU seconds (impressions per CPU second is the
      steadier number when other processes share the machine).
 
-  3. (``--open-windows N``; 0 skips) N impressions without actions held in open 1 h
+  3. (``--live RATE [RATE ...]``) live: impressions and their clicks produced as they happen
+     at each rate in turn (``--live-level-s`` seconds each) to one running worker, raised
+     until the worker falls behind: per level produced and learned per second, the reward
+     latency at its middle and end, whether it kept up, the worker's CPU share and peak RSS;
+     the highest rate kept up.
+
+  4. (``--open-windows N``; 0 skips) N impressions without actions held in open 1 h
      windows: the worker's peak RSS, its data dir per open impression, ingest rate.
 
 Usage: python bench/learner.py [--examples 25000] [--rounds 3] [--backlog 50000]
                                [--broker tansu|kafka] [--open-windows 1000000]
+                               [--live 250 500 1000 2000 [--live-level-s 20]]
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ from ltrr.state.store import MemoryStore  # noqa: E402
 
 def rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1)
+
+
+rate_of = rate  # inside ``live``, ``rate`` is the level's offered rate
 
 
 def run_cli(path: Path, args: tuple[str, ...], n: int) -> float:
@@ -104,6 +114,132 @@ def learner_throughput(n: int, rounds: int) -> dict[str, Any]:
         "ltrr_over_plain": round(best["ltrr"] / best["plain"], 3),
         "plain_over_cli": round(best["plain"] / best["cli"], 3),
     }
+
+
+def _signal_reward(results: dict[str, list[Any]], plan: Any, rng: random.Random) -> float:
+    """A reward with something to learn: 1 with probability 0.8 when the chosen plan draws
+    from the strategy with the highest top score for this query, else with 0.2."""
+    return 1.0 if rng.random() < _chance(results, plan) else 0.0
+
+
+def _chance(results: dict[str, list[Any]], plan: Any) -> float:
+    """``_signal_reward``'s probability of a reward for ``plan``."""
+    return 0.8 if _best(results) in plan.strategies else 0.2
+
+
+def _policy_value(
+    ws: vw.Workspace, lines: list[bytes], results: list[Any], plans: list[Any]
+) -> float:
+    """Expected reward (``_signal_reward``'s probabilities) of ``ws``'s most probable plan on
+    held-out decisions."""
+    parser = vw.DSJsonFormatParser(ws)
+    value = 0.0
+    for line, found in zip(lines, results, strict=True):
+        chosen = max(ws.predict_one(parser.parse_json(line.decode())), key=lambda ap: ap[1])[0]
+        value += _chance(found, plans[chosen])
+    return round(value / max(1, len(lines)), 4)
+
+
+def _shard(conn: Any, args: tuple[str, ...]) -> None:
+    """A learner process of ``delta_merge``: receives its partition's lines once, then per
+    round the base model and how many lines to learn; answers with the model it derived."""
+    from ltrr.agents.vwcore import DSJsonLearner
+
+    lines: list[bytes] = conn.recv()
+    conn.send(len(lines))  # ready: imported and holding its partition
+    at = 0
+    while (msg := conn.recv()) is not None:
+        base, count = msg
+        ws = workspace(args, base)
+        learner = DSJsonLearner(ws)
+        started = time.perf_counter()
+        for line in lines[at : at + count]:
+            learner.predict_then_learn(learner.parse(line))
+        at += count
+        conn.send((ws.serialize(), time.perf_counter() - started))
+
+
+def delta_merge(n: int, shards: int, every: int) -> dict[str, Any]:
+    """Learners on ``shards`` partitions of one model (one process each) merging Vowpal Wabbit
+    deltas every ``every`` lines per shard (``calculate_delta`` / ``merge_deltas`` /
+    ``apply_delta``), against one learner on the same lines: examples/s, and the expected
+    reward of each model's greedy plan on held-out decisions whose reward can be learned
+    (``_signal_reward``; a uniform choice and the best choice bound it)."""
+    import multiprocessing
+
+    from ltrr.agents.vwcore import DSJsonLearner
+
+    plans = default_plans(NAMES)
+    found: list[Any] = []
+    lines, _ = synthetic_decisions(plans, random.Random(5), n + 2000, _signal_reward, found)
+    train, held, held_found = lines[:n], lines[n:], found[n:]
+    args = DEFAULT_VW_ARGS
+    started = time.perf_counter()
+    single = workspace(args)
+    learner = DSJsonLearner(single)
+    for line in train:
+        learner.predict_then_learn(learner.parse(line))
+    single_rate = rate(n, time.perf_counter() - started)
+
+    ctx = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    for s in range(shards):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_shard, args=(theirs, args), daemon=True)
+        proc.start()
+        mine.send(train[s::shards])  # the shard's partition, as its consumer would read it
+        pipes.append(mine)
+        procs.append(proc)
+    for pipe in pipes:
+        pipe.recv()
+    base = workspace(args)
+    rounds = merge_s = learn_s = 0.0
+    started = time.perf_counter()
+    per_shard = -(-n // shards)
+    for _ in range(-(-per_shard // every)):
+        blob = base.serialize()
+        for pipe in pipes:
+            pipe.send((blob, every))
+        answers = [pipe.recv() for pipe in pipes]
+        learn_s += max(seconds for _, seconds in answers)
+        derived = [workspace(args, blob) for blob, _ in answers]
+        t0 = time.perf_counter()
+        merged = vw.merge_deltas([vw.calculate_delta(base, ws) for ws in derived])
+        base = vw.apply_delta(base, merged)
+        merge_s += time.perf_counter() - t0
+        rounds += 1
+    merged_rate = rate(n, time.perf_counter() - started)
+    for pipe, proc in zip(pipes, procs, strict=True):
+        pipe.send(None)
+        proc.join(10)
+    uniform = round(
+        sum(sum(_chance(f, p) for p in plans) / len(plans) for f in held_found) / len(held_found),
+        4,
+    )
+    return {
+        "examples": n,
+        "shards": shards,
+        "lines_per_shard_per_merge": every,
+        "merges": int(rounds),
+        "examples_per_s": {"one_learner": single_rate, "merged_shards": merged_rate},
+        "merged_over_one": round(merged_rate / single_rate, 3),
+        "merge_s_total": round(merge_s, 2),
+        #: Seconds the slowest shard spent learning, summed over rounds (the rest of the wall
+        #: time is moving models between processes and merging).
+        "shard_learn_s_total": round(learn_s, 2),
+        "wall_s": round(n / merged_rate, 2),
+        "held_out_value": {
+            "uniform": uniform,
+            "one_learner": _policy_value(single, held, held_found, plans),
+            "merged_shards": _policy_value(base, held, held_found, plans),
+            "best": 0.8,
+        },
+    }
+
+
+def _best(results: dict[str, list[Any]]) -> str:
+    tops = {name: c[0].score for name, c in results.items() if c}
+    return max(tops, key=lambda name: tops[name]) if tops else ""
 
 
 PREFIX = "bench."
@@ -313,6 +449,120 @@ def open_windows(n: int, broker_kind: str, worker_log: str | None = None) -> dic
         }
 
 
+#: Live levels: the reward window, the join tick and the event delay of the worker (short, so a
+#: reward is learned seconds after its impression and falling behind shows within a level).
+LIVE_WINDOW_S, LIVE_TICK_S, LIVE_DELAY_S = 3.0, 0.5, 2.0
+
+
+def live(
+    rates: list[int], level_s: float, broker_kind: str, worker_log: str | None = None
+) -> dict[str, Any]:
+    """Impressions (and 0-3 clicks each, 0.5-2 s later) produced *as they happen* at a fixed
+    rate to one running worker, the rate raised level by level until the worker falls behind.
+    Per level: impressions/s offered and produced, rewards learned per second over the
+    level's second half, the reward latency at its middle and end (now minus the event time
+    of the newest impression whose reward was learned; the floor is window + event delay),
+    whether the worker kept up (latency under window + delay + 5 s and growing by less than
+    2 s over the second half), the worker's CPU share and peak RSS."""
+    import heapq
+
+    from ltrr.streams.scrape import scrape, total
+    from tests.events import action, impression
+
+    with bench_broker(broker_kind) as (bootstrap, producer, tmp):
+        worker = bench_worker(
+            bootstrap, tmp / "data", worker_log, tmp,
+            "--reward-window-s", str(LIVE_WINDOW_S),
+            "--join-tick-s", str(LIVE_TICK_S),
+            "--event-delay-s", str(LIVE_DELAY_S),
+        )  # fmt: skip
+        rng = random.Random(11)
+        sent: list[float] = []  # event time (s) of every impression produced, in order
+        due: list[tuple[float, int, bytes, bytes]] = []  # (wall time, seq, key, action)
+        levels: list[dict[str, Any]] = []
+        peak = 0.0
+        bound = LIVE_WINDOW_S + LIVE_DELAY_S + 5.0
+        with worker:
+            _wait_for_metrics(worker)
+            pid = worker.proc.pid if worker.proc else 0
+
+            def learned_now() -> tuple[float, float]:
+                """(rewards learned, reward latency in seconds)."""
+                learned = total(
+                    scrape(worker.url), "ltrr_learner_examples_total", verdict="learned"
+                )
+                newest = sent[min(int(learned), len(sent)) - 1] if learned >= 1 else sent[0]
+                return learned, time.time() - newest
+
+            for rate in rates:
+                print(f"live level: {rate} impressions/s for {level_s:g} s", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                begun = time.perf_counter()
+                cpu0 = _cpu_s(pid)
+                first = len(sent)
+                half: tuple[float, float, float] | None = None  # (at, learned, latency)
+                next_peek = begun + 1.0
+                while (elapsed := time.perf_counter() - begun) < level_s:
+                    now = time.time()
+                    for _ in range(int(rate * elapsed) - (len(sent) - first)):
+                        iid = f"live{len(sent)}"
+                        key = iid.encode()
+                        imp = impression(iid, timestamp_ms=int(now * 1000), chosen=rng.randrange(5))
+                        producer.send(PREFIX + "impressions", key=key, value=orjson.dumps(imp))
+                        for j in range(rng.choice([0, 1, 2, 3])):
+                            at = now + rng.uniform(0.5, 2.0)
+                            act = action(f"{iid}-{j}", iid, timestamp_ms=int(at * 1000),
+                                         type="click")  # fmt: skip
+                            heapq.heappush(due, (at, len(sent) * 4 + j, key, orjson.dumps(act)))
+                        sent.append(now)
+                    while due and due[0][0] <= now:
+                        _, _, key, value = heapq.heappop(due)
+                        producer.send(PREFIX + "actions", key=key, value=value)
+                    if half is None and elapsed >= level_s / 2:
+                        half = (time.perf_counter(), *learned_now())
+                    if time.perf_counter() >= next_peek:
+                        peak = max(peak, _vm_hwm_mb(pid))
+                        next_peek += 1.0
+                    time.sleep(0.01)
+                ended = time.perf_counter()
+                learned, latency = learned_now()
+                scraped = scrape(worker.url)
+                #: Where the backlog sits: messages not yet read, per input topic.
+                unread = {
+                    topic: int(total(scraped, "ltrr_consumer_lag_messages", topic=PREFIX + topic))
+                    for topic in ("impressions", "actions", "rewards")
+                }
+                at, learned_half, latency_half = half or (begun, 0.0, 0.0)
+                levels.append(
+                    {
+                        "offered_per_s": rate,
+                        "produced_per_s": rate_of(len(sent) - first, ended - begun),
+                        "learned_per_s_second_half": rate_of(
+                            int(learned - learned_half), ended - at
+                        ),
+                        "reward_latency_s_half": round(latency_half, 1),
+                        "reward_latency_s_end": round(latency, 1),
+                        "kept_up": latency <= bound and latency - latency_half <= 2.0,
+                        "unread_messages": unread,
+                        "worker_cpu_share": round((_cpu_s(pid) - cpu0) / (ended - begun), 2),
+                        "worker_peak_rss_mb": round(max(peak, _vm_hwm_mb(pid)), 1),
+                    }
+                )
+                print(f"  {levels[-1]}", file=sys.stderr, flush=True)
+                if not levels[-1]["kept_up"]:
+                    break
+        kept = [level["offered_per_s"] for level in levels if level["kept_up"]]
+        return {
+            "broker": broker_kind,
+            "level_s": level_s,
+            "window_s": LIVE_WINDOW_S,
+            "event_delay_s": LIVE_DELAY_S,
+            "levels": levels,
+            "sustained_impressions_per_s": max(kept, default=0),
+            "worker_peak_rss_mb": round(peak, 1),
+        }
+
+
 def _wait_for_metrics(worker: Any, timeout_s: float = 120.0) -> None:
     """Wait until ``worker`` serves its metrics (``Child.wait_ready``: raises if it exits)."""
     from ltrr.streams.scrape import scrape
@@ -365,6 +615,25 @@ def main() -> int:
         "on disk per open impression, ingest rate (the issue's figure is 1000000; 0 skips)",
     )
     parser.add_argument(
+        "--live",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="RATE",
+        help="live levels: impressions/s produced as they happen, raised until the worker "
+        "falls behind (e.g. 250 500 1000 2000; none: skipped)",
+    )
+    parser.add_argument(
+        "--merge-shards",
+        type=int,
+        default=2,
+        help="learner processes on partitions of one model merging VW deltas (0: skipped)",
+    )
+    parser.add_argument(
+        "--merge-every", type=int, default=1000, help="lines per shard between delta merges"
+    )
+    parser.add_argument("--live-level-s", type=float, default=20.0, help="seconds per live level")
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -376,11 +645,16 @@ def main() -> int:
     )
     args = parser.parse_args()
     result: dict[str, Any] = {"learner": learner_throughput(args.examples, args.rounds)}
+    if args.merge_shards:
+        print(f"delta merge: {args.merge_shards} shards", file=sys.stderr, flush=True)
+        result["delta_merge"] = delta_merge(args.examples, args.merge_shards, args.merge_every)
     if args.backlog:
         best = result["learner"]["examples_per_s"]["ltrr"]["max"]
         result["end_to_end"] = end_to_end(
             args.backlog, args.broker, best, args.worker_log, args.workers
         )
+    if args.live:
+        result["live"] = live(args.live, args.live_level_s, args.broker, args.worker_log)
     if args.open_windows:
         result["open_windows"] = open_windows(args.open_windows, args.broker, args.worker_log)
     print(json.dumps(result, indent=2))

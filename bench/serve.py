@@ -37,7 +37,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,10 +191,16 @@ def synthetic_catalog(path: Path, n: int, seed: int = 1) -> None:
 
 
 def synthetic_decisions(
-    plans: list[Any], rng: random.Random, n: int
+    plans: list[Any],
+    rng: random.Random,
+    n: int,
+    reward_of: Callable[[dict[str, list[Candidate]], Any, random.Random], float] | None = None,
+    keep_results: list[dict[str, list[Candidate]]] | None = None,
 ) -> tuple[list[bytes], list[Any]]:
     """``n`` synthetic decisions over ``plans`` with the worker's real feature builders: their
-    reward lines (DSJSON, as the join emits them) and their (context, plan features)."""
+    reward lines (DSJSON, as the join emits them) and their (context, plan features).
+    ``reward_of(results, chosen plan, rng)`` gives a decision's reward (default: uniform
+    noise, nothing to learn); ``keep_results`` collects each decision's strategy results."""
     samples, lines = [], []
     for i in range(n):
         results = {
@@ -230,7 +236,10 @@ def synthetic_decisions(
                 "model": {"name": "default", "version": 0},
             }
         )
-        lines.append(orjson.dumps(reward_event(imp, rng.random())))
+        reward = rng.random() if reward_of is None else reward_of(results, plans[chosen], rng)
+        if keep_results is not None:
+            keep_results.append(results)
+        lines.append(orjson.dumps(reward_event(imp, reward)))
     return lines, samples
 
 
