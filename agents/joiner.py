@@ -480,6 +480,14 @@ class Joiner:
         changes, self._changes = self._changes, {}
         return changes
 
+    def return_changes(self, changes: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        """Give back rows ``take_changes`` gave that could not be handed to the producer: the
+        next ``take_changes`` returns them first, before any newer write of their partition
+        (so the changelog still ends with each key's latest value)."""
+        for partition, rows in changes.items():
+            if rows:
+                self._changes[partition] = [*rows, *self._changes.get(partition, [])]
+
     def changelog_position(self, partition: int) -> int:
         """The next changelog offset of ``partition`` already replayed into this store."""
         raw = self.store.get(_k(partition, "meta", "changelog"))

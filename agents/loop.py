@@ -149,25 +149,30 @@ def build_parts(settings: Settings, topics: Topics) -> LoopParts:
 
 
 async def log_ends(
-    consumer: Any, timeout_s: float, topics: set[str] | None = None
+    consumer: Any, timeout_s: float, topics: set[str] | None = None, *, positions: bool = True
 ) -> dict[tuple[str, int], tuple[int, int | None]]:
     """(high-water mark, consumer position) of every partition assigned to ``consumer`` (of
     ``topics`` only, when given): the offset the next produced message gets, asked from the
-    broker, and the offset of the next message the consumer fetches (None if unknown)."""
+    broker, and the offset of the next message the consumer fetches (None if unknown, or not
+    asked: ``positions=False`` saves a round trip through the consumer's thread per
+    partition)."""
     assigned = sorted(tp for tp in consumer.assignment() if topics is None or tp.topic in topics)
     if not assigned:
         return {}
 
+    async def position(tp: Any) -> int | None:
+        return await consumer.position(tp) if positions else None
+
     async def measure() -> dict[tuple[str, int], tuple[int, int | None]]:
         highwaters = await consumer.highwaters(*assigned)
-        positions = await asyncio.gather(*(consumer.position(tp) for tp in assigned))
+        where = await asyncio.gather(*(position(tp) for tp in assigned))
         out = {}
-        for tp, position in zip(assigned, positions, strict=True):
+        for tp, at in zip(assigned, where, strict=True):
             highwater = highwaters.get(tp)
             if highwater is not None:
                 out[(tp.topic, tp.partition)] = (
                     int(highwater),
-                    None if position is None else int(position),
+                    None if at is None else int(at),
                 )
         return out
 
@@ -384,8 +389,19 @@ class LearningLoop:
         """Hand the join's writes to the changelog (the producer batches them; Faust flushes
         the producer before it commits the input offsets that caused them)."""
         async with self.changes_lock:
-            for partition, rows in self.parts.joiner.take_changes().items():
-                await self.produce(self.join_changelog.get_topic_name(), rows, partition)
+            joiner = self.parts.joiner
+            changes = joiner.take_changes()
+            try:
+                for partition in list(changes):
+                    await self.produce(
+                        self.join_changelog.get_topic_name(), changes[partition], partition
+                    )
+                    del changes[partition]
+            except BaseException:
+                # Not handed to the producer (not started yet at boot, or stopping): the rows
+                # go first next time. A changelog missing them would restore stale state.
+                joiner.return_changes(changes)
+                raise
 
     # -- join -------------------------------------------------------------------------------
 
@@ -520,7 +536,8 @@ class LearningLoop:
             m.DLQ_EVENTS.labels(self.topics.impressions.name, entry.reason).inc()
 
     async def advance_watermarks(self) -> dict[int, int]:
-        """Ask the broker where the join's partitions end, and return their watermarks.
+        """Ask the broker where the join's partitions end (only when that could move a
+        watermark: ``Watermarks.needs_log_ends``), and return their watermarks.
 
         A partition read to its end is complete up to the moment the broker was *asked*, not
         the moment the answer was used: an event produced while the answer was on its way (the
@@ -530,11 +547,15 @@ class LearningLoop:
         on by that delay, and close windows before their actions were read."""
         consumer = self.app.consumer
         asked = now_ms()
-        ends = await log_ends(consumer, 2 * LAG_INTERVAL_S, set(self.join_streams))
-        committed = getattr(consumer, "_committed_offset", {})  # Faust's, set on assignment
-        for (topic, partition), (highwater, _) in ends.items():
-            at = committed.get((topic, partition))  # a TP is a (topic, partition) tuple
-            self.marks.log_end(self.join_streams[topic], partition, highwater, at, asked)
+        restored = self.restored_partitions()
+        if self.marks.needs_log_ends(restored, asked):
+            ends = await log_ends(
+                consumer, 2 * LAG_INTERVAL_S, set(self.join_streams), positions=False
+            )
+            committed = getattr(consumer, "_committed_offset", {})  # Faust's, set on assignment
+            for (topic, partition), (highwater, _) in ends.items():
+                at = committed.get((topic, partition))  # a TP is a (topic, partition) tuple
+                self.marks.log_end(self.join_streams[topic], partition, highwater, at, asked)
         watermarks = self.marks.current(self.restored_partitions())
         if watermarks:
             delay = (now_ms() - min(watermarks.values())) / 1000

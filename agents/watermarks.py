@@ -70,6 +70,15 @@ class Watermarks:
         known = [v for v in (latest, bound) if v is not None]
         return max(known) if known else None
 
+    def needs_log_ends(self, partitions: Iterable[int], now_ms: int) -> bool:
+        """Whether asking the broker where ``partitions`` end could move a watermark: only if
+        some stream of them has read no event, or none newer than ``now_ms - max_delay``. A
+        log end learned now gives at most ``now_ms - max_delay``, which a newer event already
+        passes, so on busy partitions the question (a round trip through the consumer's
+        thread, which fetches nothing meanwhile) is skipped."""
+        floor = now_ms - self.max_delay_ms
+        return any(self._latest.get((s, p), floor - 1) < floor for p in partitions for s in STREAMS)
+
     def current(self, partitions: Iterable[int]) -> dict[int, int]:
         """Watermark of each of ``partitions`` whose two streams have one."""
         out = {}

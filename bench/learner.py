@@ -544,6 +544,9 @@ def live(
                         "reward_latency_s_end": round(latency, 1),
                         "kept_up": latency <= bound and latency - latency_half <= 2.0,
                         "unread_messages": unread,
+                        "join_watermark_delay_s": round(
+                            total(scraped, "ltrr_join_watermark_delay_seconds"), 1
+                        ),
                         "worker_cpu_share": round((_cpu_s(pid) - cpu0) / (ended - begun), 2),
                         "worker_peak_rss_mb": round(max(peak, _vm_hwm_mb(pid)), 1),
                     }

@@ -52,6 +52,32 @@ def test_watermarks_never_move_back() -> None:
     assert w.current([0]) == {0: NOW}
 
 
+def test_the_broker_is_asked_where_logs_end_only_when_the_answer_could_move_a_watermark() -> None:
+    w = Watermarks(max_delay_ms=5_000)
+    assert w.needs_log_ends([0], NOW)  # nothing read yet
+    w.observe("impressions", 0, offset=0, timestamp_ms=NOW - 1_000)
+    assert w.needs_log_ends([0], NOW)  # the actions stream has read nothing
+    w.observe("actions", 0, offset=0, timestamp_ms=NOW - 4_000)
+    assert not w.needs_log_ends([0], NOW)  # both streams newer than now - delay: busy
+    assert not w.needs_log_ends([], NOW)
+    # What a log end could give (now - delay) does not pass what was read: asking is useless.
+    before = w.current([0])
+    w.log_end("impressions", 0, highwater=1, committed=None, now_ms=NOW)
+    w.log_end("actions", 0, highwater=1, committed=None, now_ms=NOW)
+    assert w.current([0]) == before
+    # Quiet for longer than the delay: the answer moves the watermark on, so ask.
+    later = NOW + 10_000
+    assert w.needs_log_ends([0], later)
+    w.log_end("impressions", 0, highwater=1, committed=None, now_ms=later)
+    w.log_end("actions", 0, highwater=1, committed=None, now_ms=later)
+    assert w.current([0]) == {0: later - 5_000}
+    # One quiet partition among busy ones is enough to ask.
+    for s in ("impressions", "actions"):
+        w.observe(s, 1, offset=0, timestamp_ms=later)
+    assert w.needs_log_ends([0, 1], later + 1_000)
+    assert not w.needs_log_ends([1], later + 1_000)
+
+
 @pytest.mark.parametrize(
     ("ts", "field_ok"),
     [

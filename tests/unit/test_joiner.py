@@ -290,6 +290,34 @@ def test_pending_deadline_count_matches_the_store_through_any_sequence(tmp_path:
     again.close()
 
 
+def test_changes_the_producer_refused_are_sent_again_before_newer_ones(tmp_path: Path) -> None:
+    """A changelog send that fails (the producer not started yet at boot) gives its rows back:
+    the next batch carries them first, then the newer writes, so a replay of the changelog
+    rebuilds the same state as the store (the action joined before the failure included)."""
+    store = RocksStore(tmp_path / "a")
+    a = joiner(store)
+    a.on_impression(imp("i1", 500), isrc(partition=1))
+    click = act("a1", "i1", 510, type="click")
+    a.on_action(click, src(click, partition=1))
+    refused = a.take_changes()
+    assert a.take_changes() == {}
+    a.return_changes(refused)
+    like = act("a2", "i1", 520, type="like")
+    a.on_action(like, src(like, partition=1))  # a newer write to the same window
+    again = a.take_changes()
+    assert again[1][: len(refused[1])] == refused[1]  # the refused rows first, in order
+    replica = joiner(RocksStore(tmp_path / "b"))
+    replica.restore(1, again[1], next_offset=len(again[1]))
+    for j in (a, replica):  # both close the window with both actions
+        [effect] = j.expire({1: T0 + 10 * WINDOW}, T0)
+        assert effect.verdict == "closed"
+        [out] = j.outbox(1)
+        actions = orjson.loads(out.value)["ltrr"]["actions"]
+        assert sorted(x["action_id"] for x in actions) == ["a1", "a2"]
+    a.return_changes({})  # nothing to give back: a no-op
+    store.close()
+
+
 def test_state_follows_its_partition_through_the_changelog(tmp_path: Path) -> None:
     """Worker A's writes of partition 1, replayed on worker B (the partition moved), give B
     the same open windows, early actions, dedup memory and unsent outbox: B closes them with
