@@ -160,12 +160,12 @@ async def log_ends(
     if not assigned:
         return {}
 
-    async def position(tp: Any) -> int | None:
-        return await consumer.position(tp) if positions else None
-
     async def measure() -> dict[tuple[str, int], tuple[int, int | None]]:
         highwaters = await consumer.highwaters(*assigned)
-        where = await asyncio.gather(*(position(tp) for tp in assigned))
+        if positions:
+            where = await asyncio.gather(*(consumer.position(tp) for tp in assigned))
+        else:
+            where = [None] * len(assigned)
         out = {}
         for tp, at in zip(assigned, where, strict=True):
             highwater = highwaters.get(tp)

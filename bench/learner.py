@@ -62,9 +62,6 @@ def rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1)
 
 
-rate_of = rate  # inside ``live``, ``rate`` is the level's offered rate
-
-
 def run_cli(path: Path, args: tuple[str, ...], n: int) -> float:
     started = time.perf_counter()
     vw.run_cli_driver([*args, "--dsjson", "-d", str(path), "--quiet"], onethread=True)
@@ -140,21 +137,26 @@ def _policy_value(
     return round(value / max(1, len(lines)), 4)
 
 
+def _learn(ws: vw.Workspace, lines: list[bytes]) -> None:
+    """Learn ``lines`` into ``ws`` through the worker's core path (``DSJsonLearner``)."""
+    from ltrr.agents.vwcore import DSJsonLearner
+
+    learner = DSJsonLearner(ws)
+    for line in lines:
+        learner.predict_then_learn(learner.parse(line))
+
+
 def _shard(conn: Any, args: tuple[str, ...]) -> None:
     """A learner process of ``delta_merge``: receives its partition's lines once, then per
     round the base model and how many lines to learn; answers with the model it derived."""
-    from ltrr.agents.vwcore import DSJsonLearner
-
     lines: list[bytes] = conn.recv()
     conn.send(len(lines))  # ready: imported and holding its partition
     at = 0
     while (msg := conn.recv()) is not None:
         base, count = msg
         ws = workspace(args, base)
-        learner = DSJsonLearner(ws)
         started = time.perf_counter()
-        for line in lines[at : at + count]:
-            learner.predict_then_learn(learner.parse(line))
+        _learn(ws, lines[at : at + count])
         at += count
         conn.send((ws.serialize(), time.perf_counter() - started))
 
@@ -167,8 +169,6 @@ def delta_merge(n: int, shards: int, every: int) -> dict[str, Any]:
     (``_signal_reward``; a uniform choice and the best choice bound it)."""
     import multiprocessing
 
-    from ltrr.agents.vwcore import DSJsonLearner
-
     plans = default_plans(NAMES)
     found: list[Any] = []
     lines, _ = synthetic_decisions(plans, random.Random(5), n + 2000, _signal_reward, found)
@@ -176,9 +176,7 @@ def delta_merge(n: int, shards: int, every: int) -> dict[str, Any]:
     args = DEFAULT_VW_ARGS
     started = time.perf_counter()
     single = workspace(args)
-    learner = DSJsonLearner(single)
-    for line in train:
-        learner.predict_then_learn(learner.parse(line))
+    _learn(single, train)
     single_rate = rate(n, time.perf_counter() - started)
 
     ctx = multiprocessing.get_context("spawn")
@@ -193,7 +191,8 @@ def delta_merge(n: int, shards: int, every: int) -> dict[str, Any]:
     for pipe in pipes:
         pipe.recv()
     base = workspace(args)
-    rounds = merge_s = learn_s = 0.0
+    rounds = 0
+    merge_s = learn_s = 0.0
     started = time.perf_counter()
     per_shard = -(-n // shards)
     for _ in range(-(-per_shard // every)):
@@ -220,7 +219,7 @@ def delta_merge(n: int, shards: int, every: int) -> dict[str, Any]:
         "examples": n,
         "shards": shards,
         "lines_per_shard_per_merge": every,
-        "merges": int(rounds),
+        "merges": rounds,
         "examples_per_s": {"one_learner": single_rate, "merged_shards": merged_rate},
         "merged_over_one": round(merged_rate / single_rate, 3),
         "merge_s_total": round(merge_s, 2),
@@ -486,16 +485,14 @@ def live(
             _wait_for_metrics(worker)
             pid = worker.proc.pid if worker.proc else 0
 
-            def learned_now() -> tuple[float, float]:
-                """(rewards learned, reward latency in seconds)."""
-                learned = total(
-                    scrape(worker.url), "ltrr_learner_examples_total", verdict="learned"
-                )
+            def learned_now(scraped: list[Any]) -> tuple[float, float]:
+                """(rewards learned, reward latency in seconds) from a scrape of the worker."""
+                learned = total(scraped, "ltrr_learner_examples_total", verdict="learned")
                 newest = sent[min(int(learned), len(sent)) - 1] if learned >= 1 else sent[0]
                 return learned, time.time() - newest
 
-            for rate in rates:
-                print(f"live level: {rate} impressions/s for {level_s:g} s", file=sys.stderr,
+            for offered in rates:
+                print(f"live level: {offered} impressions/s for {level_s:g} s", file=sys.stderr,
                       flush=True)  # fmt: skip
                 begun = time.perf_counter()
                 cpu0 = _cpu_s(pid)
@@ -504,7 +501,7 @@ def live(
                 next_peek = begun + 1.0
                 while (elapsed := time.perf_counter() - begun) < level_s:
                     now = time.time()
-                    for _ in range(int(rate * elapsed) - (len(sent) - first)):
+                    for _ in range(int(offered * elapsed) - (len(sent) - first)):
                         iid = f"live{len(sent)}"
                         key = iid.encode()
                         imp = impression(iid, timestamp_ms=int(now * 1000), chosen=rng.randrange(5))
@@ -519,14 +516,14 @@ def live(
                         _, _, key, value = heapq.heappop(due)
                         producer.send(PREFIX + "actions", key=key, value=value)
                     if half is None and elapsed >= level_s / 2:
-                        half = (time.perf_counter(), *learned_now())
+                        half = (time.perf_counter(), *learned_now(scrape(worker.url)))
                     if time.perf_counter() >= next_peek:
                         peak = max(peak, _vm_hwm_mb(pid))
                         next_peek += 1.0
                     time.sleep(0.01)
                 ended = time.perf_counter()
-                learned, latency = learned_now()
                 scraped = scrape(worker.url)
+                learned, latency = learned_now(scraped)
                 #: Where the backlog sits: messages not yet read, per input topic.
                 unread = {
                     topic: int(total(scraped, "ltrr_consumer_lag_messages", topic=PREFIX + topic))
@@ -535,11 +532,9 @@ def live(
                 at, learned_half, latency_half = half or (begun, 0.0, 0.0)
                 levels.append(
                     {
-                        "offered_per_s": rate,
-                        "produced_per_s": rate_of(len(sent) - first, ended - begun),
-                        "learned_per_s_second_half": rate_of(
-                            int(learned - learned_half), ended - at
-                        ),
+                        "offered_per_s": offered,
+                        "produced_per_s": rate(len(sent) - first, ended - begun),
+                        "learned_per_s_second_half": rate(int(learned - learned_half), ended - at),
                         "reward_latency_s_half": round(latency_half, 1),
                         "reward_latency_s_end": round(latency, 1),
                         "kept_up": latency <= bound and latency - latency_half <= 2.0,
