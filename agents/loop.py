@@ -37,9 +37,10 @@ from ltrr.schemas.dead_letter import REASON_HEADER
 from ltrr.schemas.snapshot import Loaded, Rejected, SnapshotAssembler
 from ltrr.schemas.validation import Rejection, decode
 from ltrr.state.q2e import Feedback, Q2EConfig, Q2EMemory, decode_feedback, normalize_query
+from ltrr.state.replication import Unreplicated
 from ltrr.state.seen import Seen
 from ltrr.state.staged import StagedStore
-from ltrr.state.store import RocksStore, Store
+from ltrr.state.store import Batch, RocksStore, Store
 from ltrr.streams.follow import follow, read_partition
 from ltrr.streams.health import Health
 from ltrr.streams.logs import ThrottledLog
@@ -51,6 +52,8 @@ from ltrr.streams.transactions import Fenced, PartitionTransactions, Row
 log = logging.getLogger(__name__)
 #: Repeated errors of a periodic task are logged once per interval, with a count.
 errors = ThrottledLog(log, interval_s=30.0)
+#: How often Q2E rows a failed send gave back go out again when no reward comes to carry them.
+Q2E_TICK_S = 5.0
 
 #: Seconds between two measurements of the consumer lag (``ltrr_consumer_lag_messages``).
 LAG_INTERVAL_S = 5.0
@@ -264,6 +267,11 @@ class LearningLoop:
         self.health.check("learner", self.learner_problem)
         #: Digests of the rewards Q2E folded in lately: a resent copy is not counted twice.
         self.q2e_seen = Seen(parts.memory_store)
+        #: Q2E rows committed and not yet acknowledged by their changelog.
+        self.q2e_unreplicated = Unreplicated(parts.memory_store)
+        self.q2e_lock = asyncio.Lock()
+        self.q2e_sends: set[asyncio.Future[None]] = set()
+        m.Q2E_UNREPLICATED.set_function(lambda: len(self.q2e_unreplicated))
 
     # -- producing --------------------------------------------------------------------------
 
@@ -283,9 +291,50 @@ class LearningLoop:
             await producer.send(topic, key, value, partition, None, headers) for key, value in rows
         ]
 
-    async def replicate_q2e(self, rows: list[tuple[bytes, bytes | None]]) -> None:
-        """Send Q2E rows just committed to the changelog retrieval workers replicate."""
-        await self.produce(self.q2e_changelog.get_topic_name(), rows)
+    async def commit_q2e(
+        self, offsets: dict[int, int] | None = None, local: Batch | None = None
+    ) -> None:
+        """Commit the Q2E rows staged since the last commit (with ``offsets`` and ``local``
+        rows, in one write), marked until the changelog acknowledges them, and hand them to
+        the producer behind the rows a failed send gave back or a crash left marked
+        (``state/replication.py``). The caller holds ``q2e_lock`` from before it staged: a
+        commit must not carry another caller's rows without that caller's offsets. A refused
+        send is counted and logged, not raised: its rows go out again with the next one."""
+        store, outbox = self.parts.memory_store, self.q2e_unreplicated
+        # Given back first; a key also staged anew goes once, with its new value.
+        rows = list({**dict(outbox.take_resend()), **dict(store.staged_rows())}.items())
+        ticket, marks = outbox.mark(rows)
+        store.commit(offsets, local={**(local or {}), **marks})
+        if not rows:
+            return
+        keys = [key for key, _ in rows]
+        try:
+            acks = await self.produce(self.q2e_changelog.get_topic_name(), rows)
+        except Exception as exc:  # not started yet at boot, or stopping
+            outbox.failed(ticket, keys)
+            m.LOOP_ERRORS.labels("q2e_replicate").inc()
+            errors.report("Q2E rows not handed to the producer; they go out with the next", exc)
+            return
+        task = asyncio.ensure_future(self.q2e_acked(ticket, keys, acks))
+        self.q2e_sends.add(task)
+        task.add_done_callback(self.q2e_sends.discard)
+
+    async def q2e_acked(self, ticket: int, keys: list[bytes], acks: list[Awaitable[Any]]) -> None:
+        """Clear a Q2E batch's marks once every row is acknowledged, else send it again."""
+        try:
+            await asyncio.gather(*acks)
+        except Exception as exc:
+            self.q2e_unreplicated.failed(ticket, keys)
+            m.LOOP_ERRORS.labels("q2e_replicate").inc()
+            errors.report("Q2E rows not acknowledged by the changelog; sent again", exc)
+        else:
+            self.q2e_unreplicated.acked(ticket, keys)
+
+    async def q2e_tick(self) -> None:
+        """Timer: resend Q2E rows a failed send gave back, and write the marks cleared since
+        the last commit, when no reward or catalog event comes to do it."""
+        async with self.q2e_lock:
+            await self.commit_q2e()
 
     # -- join state follows its partition ---------------------------------------------------
 
@@ -756,6 +805,13 @@ class LearningLoop:
         """Fold ``events`` into the memory, commit the rows and the offsets they cover in
         one write, replicate the rows, then ack. Rewards below the stored offset were folded
         in before a restart and are skipped (unless the topic was recreated)."""
+        async with self.q2e_lock:
+            await self.remember_locked(events)
+        for event in events:
+            event.ack()
+
+    async def remember_locked(self, events: Sequence[Any]) -> None:
+        """``remember_batch`` holding ``q2e_lock``."""
         store, memory = self.parts.memory_store, self.parts.memory
         learners = self.parts.learners
         offsets: dict[int, int] = {}
@@ -791,11 +847,8 @@ class LearningLoop:
             # was counted when the window closed, so only its late action is new.
             memory.record(part.query, () if part.late else part.shown, actions, at)
             records["late" if part.late else "on_time"] += 1
-        # Synchronously after the records (no other writer), with what they cover.
-        rows = store.commit(offsets, local=self.q2e_seen.take_writes())
-        await self.replicate_q2e(rows)
-        for event in events:
-            event.ack()
+        # With what they cover, in one write (the lock keeps every other writer out).
+        await self.commit_q2e(offsets, local=self.q2e_seen.take_writes())
         for label, n in records.items():
             m.child(m.Q2E_RECORDS, label).inc(n)
 
@@ -826,8 +879,9 @@ class LearningLoop:
                     max_message_bytes=settings.max_message_bytes,
                 )
                 continue
-            self.parts.memory.index_entity(result)
-            await self.replicate_q2e(self.parts.memory_store.commit())
+            async with self.q2e_lock:
+                self.parts.memory.index_entity(result)
+                await self.commit_q2e()
             m.CATALOG_EVENTS.labels("indexed").inc()
 
     # -- Q2E view for retrieval workers ---------------------------------------------------
@@ -872,6 +926,7 @@ def register_learning_loop(
     )
     app.timer(interval=LAG_INTERVAL_S, name="ltrr.consumer.lag")(loop.lag_tick)
     app.agent(loop.rewards, name="ltrr.q2e")(loop.remember)
+    app.timer(interval=Q2E_TICK_S, name="ltrr.q2e.tick")(loop.q2e_tick)
     app.agent(loop.catalog, name="ltrr.catalog")(loop.index_catalog)
 
     @app.page("/q2e")

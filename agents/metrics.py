@@ -122,6 +122,11 @@ Q2E_RECORDS = Counter(
     "invalid: a line the learner dead-letters, not folded in).",
     ["kind"],
 )
+Q2E_UNREPLICATED = Gauge(
+    "ltrr_q2e_unreplicated_rows",
+    "Q2E rows committed locally that the Q2E changelog (what retrieval workers replicate) has "
+    "not acknowledged yet; they are sent again until it does. Growing: the producer is failing.",
+)
 CATALOG_EVENTS = Counter(
     "ltrr_catalog_events_total",
     "Catalog messages by outcome: indexed (cold-start Q2E), rejected, deleted.",

@@ -47,6 +47,10 @@ class StagedStore:
         # A sorted copy: the scan sees the store as it began, as the inner store's does.
         yield from sorted((k, v) for k, v in merged.items() if v is not None)
 
+    def staged_rows(self) -> list[tuple[bytes, bytes | None]]:
+        """The rows the next ``commit`` writes and returns."""
+        return list(self._staged.items())
+
     @property
     def staged(self) -> int:
         """Rows staged and not yet committed."""

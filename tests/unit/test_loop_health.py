@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import NotReady
 
 from ltrr.agents import metrics as m
 from ltrr.agents.loop import STUCK_AFTER_S, LearningLoop
@@ -233,4 +235,69 @@ def test_a_slow_log_end_answer_does_not_move_the_watermark_on_by_its_delay(
     watermarks = asyncio.run(loop.advance_watermarks())
 
     assert watermarks == {0: asked - int(loop.settings.event_delay_s * 1000)}
+    loop.parts.close()
+
+
+def test_q2e_rows_the_changelog_never_got_reach_it_later_also_across_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrieval workers replicate the Q2E memory from its changelog. A batch the producer
+    refused (not started yet at boot) and a batch whose sends were never acknowledged before
+    the worker died were committed locally with their offsets, so the rewards are never folded
+    in again: their rows must still reach the changelog, or the replicas stay stale."""
+    replica: dict[bytes, bytes | None] = {}
+    mode = {"now": "refuse"}
+
+    async def produce(topic: str, rows: Any, partition: int | None = None, **_: Any) -> list[Any]:
+        if mode["now"] == "refuse":
+            raise NotReady("Producer service not yet started")
+        acks: list[Any] = []
+        for key, value in rows:
+            ack = asyncio.get_running_loop().create_future()
+            if mode["now"] == "lose":
+                ack.set_exception(KafkaTimeoutError("not acknowledged"))
+            else:
+                replica[key] = value
+                ack.set_result(None)
+            acks.append(ack)
+        return acks
+
+    def line(query: str) -> bytes:
+        return orjson.dumps(reward_event(SearchImpression.from_dict(impression(
+            f"imp-{query}", query=query)), 1.0, []))  # fmt: skip
+
+    def in_store(loop: LearningLoop) -> dict[bytes, bytes]:
+        return dict(loop.parts.memory_store.scan(b"q2"))
+
+    def replicated(store: dict[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+        return {k: v for k, v in store.items() if v is not None}
+
+    loop, _ = build(tmp_path)
+    monkeypatch.setattr(loop, "produce", produce)
+    asyncio.run(loop.remember_batch([Reward(line("tayler love"), 0)]))  # refused
+    mode["now"] = "send"
+    asyncio.run(loop.remember_batch([Reward(line("velora nights"), 1)]))
+    assert replicated(replica) == in_store(loop)  # the refused rows went out first
+
+    async def lost() -> None:
+        mode["now"] = "lose"
+        await loop.remember_batch([Reward(line("evening rain"), 2)])
+        await asyncio.sleep(0.01)  # the acknowledgements fail
+
+    asyncio.run(lost())
+    assert replicated(replica) != in_store(loop)
+    assert loop.q2e_unreplicated.take_resend()  # given back ... but the worker dies now
+    loop.parts.close()
+
+    loop, _ = build(tmp_path)  # the restart: the marks tell what never got through
+    monkeypatch.setattr(loop, "produce", produce)
+    mode["now"] = "send"
+
+    async def tick() -> None:
+        await loop.q2e_tick()  # no reward needed to carry them
+        await asyncio.sleep(0.01)  # acknowledged
+
+    asyncio.run(tick())
+    assert replicated(replica) == in_store(loop)
+    assert len(loop.q2e_unreplicated) == 0
     loop.parts.close()
