@@ -148,13 +148,14 @@ class LexicalStrategy:
         result = searcher.search(self._query(words), k, count=False, weight_by_field="prior")
         if not result.hits:
             return []
-        keys = searcher.fast_field_values("key", [address for _, address in result.hits])
-        out: list[Candidate] = []
-        for (score, _), key in zip(result.hits, keys, strict=True):
-            entity_id = id_of.get(int(key)) if key is not None else None
-            if entity_id is not None:
-                out.append(Candidate(entity_id, float(score)))
-        return out
+        hits = result.hits
+        keys = searcher.fast_field_values("key", [address for _, address in hits])
+        get = id_of.get
+        return [
+            Candidate(entity_id, float(score))
+            for (score, _), key in zip(hits, keys, strict=True)
+            if key is not None and (entity_id := get(int(key))) is not None
+        ]
 
     def _query(self, words: list[str]) -> tantivy.Query:
         try:

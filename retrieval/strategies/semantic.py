@@ -292,11 +292,13 @@ class SemanticStrategy:
         if len(self._index) == 0:
             return []
         matches = self._index.search(vector, min(k, len(self._index)))
-        ids = [self._ids.get(int(key)) for key in matches.keys]
+        # Python ints and floats in one C call each: per-element numpy scalars cost more than
+        # the search itself at k = 100.
+        get = self._ids.get
         return [
-            Candidate(entity_id, 1.0 - float(distance))
-            for entity_id, distance in zip(ids, matches.distances, strict=True)
-            if entity_id is not None
+            Candidate(entity_id, 1.0 - distance)
+            for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True)
+            if (entity_id := get(key)) is not None
         ]
 
     def flush(self) -> None:
