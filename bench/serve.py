@@ -20,8 +20,13 @@ Measures, in one run on this machine:
   * each strategy's cost per request in-process (its largest budget, and k=2), and the
     semantic encoder per query at batch 1, 8 and 32.
 
+The Q2E memory holds the catalog's cold-start predictions, published to the Q2E topic before
+the worker starts as a learning worker indexing the catalog would (``--no-q2e-predictions``:
+an empty memory, as this bench ran before 2026-12-07; the memory strategy then costs nothing).
+
 Usage: python bench/serve.py [--entities 100000] [--clients 1 8 32 128] [--duration 10]
                             [--rates 25 50 100 150 200] [--repeat-share 0.5]
+                            [--no-q2e-predictions]
 """
 
 from __future__ import annotations
@@ -555,10 +560,38 @@ def run_mode(
     return out
 
 
-def strategy_costs(catalog_path: Path, cache: Path, queries: list[str]) -> dict[str, Any]:
+def catalog_q2e_rows(catalog_path: Path) -> MemoryStore:
+    """The Q2E rows a learning worker writes for the catalog (cold-start predictions: every
+    entity's title, artist and genre tokens), in a store: what retrieval workers replicate."""
+    from ltrr.state.q2e import Q2EMemory
+
+    store = MemoryStore()
+    with catalog_path.open("rb") as lines:
+        Q2EMemory(store).index_entities(orjson.loads(line) for line in lines)
+    return store
+
+
+def publish_q2e(bootstrap: str, store: MemoryStore) -> int:
+    """Send ``store``'s rows to the Q2E changelog topic, as the learning worker would."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20)
+    n = 0
+    for key, value in store.scan(b""):
+        producer.send("ltrr.q2e", key=key, value=value)
+        n += 1
+    producer.flush(timeout=300)
+    producer.close()
+    return n
+
+
+def strategy_costs(
+    catalog_path: Path, cache: Path, queries: list[str], q2e: MemoryStore | None = None
+) -> dict[str, Any]:
     """What each strategy costs per request in this process, at its largest budget in the
     default plans (what every request pays today) and at k=2 (enough for the top score and
-    gap features: a lower bound for a signals-only probe)."""
+    gap features: a lower bound for a signals-only probe). ``q2e``: the memory strategy reads
+    these rows (the catalog's predictions), else an empty memory."""
     from ltrr.retrieval.catalog import Catalog, load_jsonl
     from ltrr.retrieval.server import build_strategy
     from ltrr.state.q2e import Q2EMemory
@@ -572,7 +605,7 @@ def strategy_costs(catalog_path: Path, cache: Path, queries: list[str]) -> dict[
     out: dict[str, Any] = {}
     for name in NAMES:
         strategy = build_strategy(
-            name, catalog, Q2EMemory(MemoryStore()), settings, threads=1, read_only=True
+            name, catalog, Q2EMemory(q2e or MemoryStore()), settings, threads=1, read_only=True
         )
         row: dict[str, Any] = {}
         for label, k in (("full_ms", budgets[name]), ("k2_ms", 2)):
@@ -627,6 +660,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="new path's workers (0: cores)")
     parser.add_argument("--strategies", default=",".join(NAMES))
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--no-q2e-predictions",
+        dest="q2e_predictions",
+        action="store_false",
+        help="leave the Q2E memory empty; by default the catalog's cold-start predictions are "
+        "published to the Q2E topic first, as a learning worker indexing the catalog does, so "
+        "the memory strategy costs what it costs in production",
+    )
     parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".cache")
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -647,6 +688,8 @@ def main() -> int:
     print(f"catalog of {args.entities} entities ...", file=sys.stderr)
     synthetic_catalog(catalog, args.entities)
     queries = bench_queries(rng, args.queries, args.repeat_share)
+    q2e = catalog_q2e_rows(catalog) if args.q2e_predictions else None
+    report["q2e_predictions"] = args.q2e_predictions
     key = "bench-key"
     cache = args.work_dir / "cache"
     workers = args.workers or len(os.sched_getaffinity(0))
@@ -678,6 +721,9 @@ def main() -> int:
         ):
             producer.send("ltrr.snapshots", key=k, value=v).get(timeout=30)
         producer.close()
+        if q2e is not None:
+            print("publishing the catalog's Q2E predictions ...", file=sys.stderr)
+            report["q2e_rows"] = publish_q2e(broker.bootstrap, q2e)
         for name, count, flags in modes:
             serve, warm = start_serve(
                 broker.bootstrap, catalog, cache, args.strategies, key, log, *flags, workers=count
@@ -689,7 +735,7 @@ def main() -> int:
             finally:
                 serve.stop()
     print("per-strategy cost ...", file=sys.stderr)
-    report["strategy_cost"] = strategy_costs(catalog, cache, queries)
+    report["strategy_cost"] = strategy_costs(catalog, cache, queries, q2e)
     print(json.dumps(report, indent=2))
     return 0
 

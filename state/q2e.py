@@ -13,9 +13,10 @@ from __future__ import annotations
 import heapq
 import math
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 import orjson
@@ -31,6 +32,18 @@ FIELD_WEIGHTS: Mapping[str, float] = {"title": 1.0, "artist": 0.8, "genre": 0.5}
 _APOSTROPHES = frozenset("'\u2018\u2019\u02bc")
 _JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ carry meaning (Persian, emoji sequences)
 _OBSERVED, _COUNT, _POSTING, _DOC = b"q2e/", b"q2n/", b"q2p/", b"q2d/"
+#: Postings ordered best first: ``q2s/<token>\x00<rank: 8 hex digits><entity>``, rank =
+#: (1 - weight * (0.5 + 0.5 * popularity)) * 2**32, so a prefix scan reads a token's
+#: best-predicted entities first and can stop there. ``q2p/`` postings (unordered) are what
+#: workers before this layout wrote; re-indexing an entity deletes them.
+_SORTED = b"q2s/"
+_RANK_SPAN = 2**32 - 1
+#: Postings read per query token: predictions are a cold-start prior, and a common token
+#: (a genre word) can have tens of thousands of entities; reading them all cost 200 ms a
+#: search at 100,000 entities. At least the ``k`` asked for.
+PREDICTED_PER_TOKEN = 256
+#: Tokens whose best postings a memory keeps parsed between searches (LRU), about 10 kB each.
+POSTING_CACHE_TOKENS = 2048
 
 
 def normalize_query(text: str) -> str:
@@ -146,10 +159,12 @@ def check_row(key: bytes | None, value: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return "key is not UTF-8"
     prefix = key[:4]
-    if prefix not in (_OBSERVED, _COUNT, _POSTING, _DOC) or len(key) == 4:
+    if prefix not in (_OBSERVED, _COUNT, _POSTING, _SORTED, _DOC) or len(key) == 4:
         return f"unknown key {key[:40]!r}"
-    if prefix in (_OBSERVED, _POSTING) and b"\x00" not in key[4:]:
+    if prefix in (_OBSERVED, _POSTING, _SORTED) and b"\x00" not in key[4:]:
         return f"key {key[:40]!r} names no entity"
+    if prefix == _SORTED and _sorted_rank(key) is None:
+        return f"key {key[:40]!r} has no rank and entity"
     if value is None:  # a deletion
         return None
     try:
@@ -166,7 +181,7 @@ def check_row(key: bytes | None, value: bytes | None) -> str | None:
             and isinstance(row.get("a"), dict)
             and all(isinstance(k, str) and _is_number(v) for k, v in row["a"].items())
         )
-    elif prefix == _POSTING:
+    elif prefix in (_POSTING, _SORTED):
         ok = isinstance(row, list) and len(row) == 2 and all(map(_is_number, row))
     else:
         ok = (
@@ -174,8 +189,25 @@ def check_row(key: bytes | None, value: bytes | None) -> str | None:
             and isinstance(row.get("type"), str)
             and isinstance(row.get("tokens"), list)
             and all(isinstance(t, str) for t in row["tokens"])
+            and isinstance(row.get("ranks", {}), dict)
+            and all(isinstance(r, str) for r in row.get("ranks", {}).values())
         )
     return None if ok else "value is not a Q2E row"
+
+
+def _sorted_rank(key: bytes) -> tuple[int, bytes] | None:
+    """The rank and entity of a ``q2s/`` posting key, or None if it has neither."""
+    tail = key[key.index(b"\x00") + 1 :] if b"\x00" in key else b""
+    rank, entity = tail[:8], tail[8:]
+    if len(rank) < 8 or not entity or any(c not in b"0123456789abcdef" for c in rank):
+        return None
+    return int(rank, 16), entity
+
+
+def _rank(weight: float, popularity: float) -> bytes:
+    """The 8 hex digits that order a posting best first (see ``_SORTED``)."""
+    score = min(1.0, max(0.0, weight * (0.5 + 0.5 * popularity)))
+    return b"%08x" % round((1.0 - score) * _RANK_SPAN)
 
 
 def _is_number(value: Any) -> bool:
@@ -208,6 +240,13 @@ class Q2EMemory:
     def __init__(self, store: Store, config: Q2EConfig | None = None) -> None:
         self.store = store
         self.config = config or Q2EConfig()
+        #: token -> (postings written when read, how many, the best postings): see _postings.
+        self._posting_cache: OrderedDict[str, tuple[int, int, list[tuple[str, float]]]] = (
+            OrderedDict()
+        )
+        watch = getattr(store, "watch", None)
+        if watch is not None:
+            watch(_SORTED)
 
     # ---- observed ---------------------------------------------------------------------------
 
@@ -344,29 +383,70 @@ class Q2EMemory:
             for token in _tokens(str(text)):
                 weights[token] = max(weights.get(token, 0.0), FIELD_WEIGHTS[name])
         old = batch.get(_DOC + eid, self.store.get(_DOC + eid))
-        for token in orjson.loads(old)["tokens"] if old else []:
-            batch[_POSTING + token.encode() + b"\x00" + eid] = None
+        doc = orjson.loads(old) if old else {}
+        for token in doc.get("tokens", []):
+            batch[_POSTING + token.encode() + b"\x00" + eid] = None  # an older worker's
+        for token, rank in (doc.get("ranks") or {}).items():
+            batch[_SORTED + token.encode() + b"\x00" + rank.encode() + eid] = None
+        ranks = {token: _rank(weight, popularity) for token, weight in weights.items()}
         for token, weight in weights.items():
-            batch[_POSTING + token.encode() + b"\x00" + eid] = orjson.dumps([weight, popularity])
-        batch[_DOC + eid] = orjson.dumps({"type": entity["type"], "tokens": sorted(weights)})
+            key = _SORTED + token.encode() + b"\x00" + ranks[token] + eid
+            batch[key] = orjson.dumps([weight, popularity])
+        # "tokens" names unordered postings to delete (older workers'); none are written now.
+        batch[_DOC + eid] = orjson.dumps(
+            {
+                "type": entity["type"],
+                "tokens": [],
+                "ranks": {t: r.decode() for t, r in sorted(ranks.items())},
+            }
+        )
 
-    def predicted(self, query: str) -> dict[str, float]:
-        """Predicted scores of every entity sharing a token with ``query``.
+    def predicted(self, query: str, per_token: int = PREDICTED_PER_TOKEN) -> dict[str, float]:
+        """Predicted scores of the entities sharing a token with ``query``: for each distinct
+        query token, the ``per_token`` entities it predicts best.
 
-        ``predicted_scale * overlap * (0.5 + 0.5 * popularity)`` where ``overlap`` is the mean
-        over distinct query tokens of the token's field weight in the entity (0 if absent).
+        ``predicted_scale * mean over distinct query tokens of weight * (0.5 + 0.5 *
+        popularity)``, the token's field weight in the entity (0 if absent) times its
+        popularity prior, read from the posting's rank (to 2**-32). An entity beyond every
+        token's first ``per_token`` is left out: it would score at most that token's
+        ``per_token``-th value, and predictions only order entities nobody engaged with yet.
         """
         tokens = sorted(set(_tokens(query)))
         sums: dict[str, float] = {}
-        popularity: dict[str, float] = {}
         for token in tokens:
-            prefix = _POSTING + token.encode() + b"\x00"
-            for key, value in self.store.scan(prefix):
-                eid = key[len(prefix) :].decode()
-                weight, popularity[eid] = orjson.loads(value)
-                sums[eid] = sums.get(eid, 0.0) + weight
+            for eid, value in self._postings(token, per_token):
+                sums[eid] = sums.get(eid, 0.0) + value
         scale = self.config.predicted_scale / max(1, len(tokens))
-        return {e: scale * s * (0.5 + 0.5 * popularity[e]) for e, s in sums.items()}
+        return {e: scale * s for e, s in sums.items()}
+
+    def _postings(self, token: str, limit: int) -> list[tuple[str, float]]:
+        """A token's ``limit`` best postings as (entity, weight * popularity prior), kept
+        between calls while no posting changes, when the store can tell (a ``MemoryStore``,
+        as a retrieval worker's replica: catalog updates are rare, searches are not)."""
+        written = self._postings_written()
+        if written is not None:
+            cached = self._posting_cache.get(token)
+            if cached is not None and cached[0] == written and cached[1] >= limit:
+                return cached[2][:limit]
+        prefix = _SORTED + token.encode() + b"\x00"
+        at, end = len(prefix), len(prefix) + 8
+        out: list[tuple[str, float]] = []
+        for key, _ in self.store.scan(prefix, limit=limit):
+            try:  # replicated rows passed check_row; a bad key is skipped, never fatal
+                out.append((key[end:].decode(), 1.0 - int(key[at:end], 16) / _RANK_SPAN))
+            except ValueError:
+                continue
+        if written is not None:
+            cache = self._posting_cache
+            cache[token] = (written, limit, out)
+            cache.move_to_end(token)
+            while len(cache) > POSTING_CACHE_TOKENS:
+                cache.popitem(last=False)
+        return out
+
+    def _postings_written(self) -> int | None:
+        written = getattr(self.store, "written", None)
+        return None if written is None else cast(int | None, written(_SORTED))
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -381,8 +461,10 @@ class Q2EMemory:
         if not q or k <= 0:
             return []
         prefix = _OBSERVED + q.encode() + b"\x00"
-        merged = {e: Q2EScore(e, s, "predicted") for e, s in self.predicted(q).items()}
+        merged = self.predicted(q, max(k, PREDICTED_PER_TOKEN))
+        observed = {}
         for key, value in self.store.scan(prefix):
             eid = key[len(prefix) :].decode()
-            merged[eid] = Q2EScore(eid, self._combined(orjson.loads(value), now_ms), "observed")
-        return heapq.nsmallest(k, merged.values(), key=lambda s: (-s.score, s.entity_id))
+            observed[eid] = merged[eid] = self._combined(orjson.loads(value), now_ms)
+        best = heapq.nsmallest(k, merged.items(), key=lambda item: (-item[1], item[0]))
+        return [Q2EScore(e, s, "observed" if e in observed else "predicted") for e, s in best]

@@ -40,12 +40,18 @@ class StagedStore:
                 raise TypeError(f"store keys and values are bytes, got {key!r}: {value!r}")
         self._staged.update(batch)
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         low = max(prefix, start) if start is not None else prefix
-        merged: dict[bytes, bytes | None] = dict(self.inner.scan(prefix, start))
-        merged.update((k, v) for k, v in self._staged.items() if k.startswith(prefix) and k >= low)
+        staged = [(k, v) for k, v in self._staged.items() if k.startswith(prefix) and k >= low]
+        # Staged deletes may hide up to len(staged) of the inner store's first items.
+        inner = None if limit is None else limit + len(staged)
+        merged: dict[bytes, bytes | None] = dict(self.inner.scan(prefix, start, inner))
+        merged.update(staged)
         # A sorted copy: the scan sees the store as it began, as the inner store's does.
-        yield from sorted((k, v) for k, v in merged.items() if v is not None)
+        items = sorted((k, v) for k, v in merged.items() if v is not None)
+        yield from items if limit is None else items[:limit]
 
     def staged_rows(self) -> list[tuple[bytes, bytes | None]]:
         """The rows the next ``commit`` writes and returns."""

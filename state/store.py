@@ -26,10 +26,13 @@ class Store(Protocol):
         that is not bytes raises and changes nothing."""
         ...
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Items whose key starts with ``prefix``, in bytewise key order, from ``start`` (a
-        key at or after ``prefix``) when given: lets a reader skip what it knows was deleted.
-        A scan sees the store as it was when it began; writes during it are safe."""
+        key at or after ``prefix``) when given: lets a reader skip what it knows was deleted;
+        at most ``limit`` of them when given (the scan costs what it returns). A scan sees the
+        store as it was when it began; writes during it are safe."""
         ...
 
     def close(self) -> None: ...
@@ -42,6 +45,19 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: SortedDict = SortedDict()
+        #: Batches written so far: a reader may keep what it derived while this is unchanged.
+        self.version = 0
+        #: Watched key prefix -> batches written that touched it (see ``watch``).
+        self._watched: dict[bytes, int] = {}
+
+    def watch(self, prefix: bytes) -> None:
+        """Count the batches that write a key under ``prefix`` (``written``): a reader can keep
+        what it derived from those keys alone while other keys change."""
+        self._watched.setdefault(prefix, 0)
+
+    def written(self, prefix: bytes) -> int | None:
+        """Batches that touched watched ``prefix`` so far (None: not watched)."""
+        return self._watched.get(prefix)
 
     def get(self, key: bytes) -> bytes | None:
         return cast(bytes | None, self._data.get(key))
@@ -50,21 +66,28 @@ class MemoryStore:
         for key, value in batch.items():  # all checked first: a bad batch changes nothing
             if not isinstance(key, bytes) or not isinstance(value, bytes | None):
                 raise TypeError(f"store keys and values are bytes, got {key!r}: {value!r}")
+        self.version += 1
+        for prefix in self._watched:
+            if any(key.startswith(prefix) for key in batch):
+                self._watched[prefix] += 1
         for key, value in batch.items():
             if value is None:
                 self._data.pop(key, None)
             else:
                 self._data[key] = value
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         low = max(prefix, start) if start is not None else prefix
         # A copy: the scan sees the store as it began (as a RocksDB iterator does), and the
         # caller may write while iterating (the join deletes what it expires).
-        items = []
-        for key in self._data.irange(minimum=low):
-            if not key.startswith(prefix):
+        items: list[tuple[bytes, bytes]] = []
+        data = self._data
+        for key in data.irange(minimum=low):
+            if not key.startswith(prefix) or len(items) == limit:
                 break
-            items.append((key, self._data[key]))
+            items.append((key, data[key]))
         yield from items
 
     def close(self) -> None:
@@ -102,14 +125,18 @@ class RocksStore:
                 wb.put(key, value)
         self._db.write(wb)
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
         it.seek(max(prefix, start) if start is not None else prefix)
-        while it.valid():
+        n = 0
+        while it.valid() and n != limit:
             key = bytes(it.key())
             if not key.startswith(prefix):
                 break
             yield key, bytes(it.value())
+            n += 1
             it.next()
 
     def close(self) -> None:

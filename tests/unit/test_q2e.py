@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from ltrr.schemas.dsjson import reward_event
 from ltrr.schemas.records import SearchImpression
-from ltrr.state.q2e import Q2EConfig, Q2EMemory, decode_feedback, normalize_query
-from ltrr.state.store import Batch, RocksStore, Store
+from ltrr.state.q2e import Q2EConfig, Q2EMemory, Q2EScore, decode_feedback, normalize_query
+from ltrr.state.store import Batch, MemoryStore, RocksStore, Store
 from tests.events import impression
 
 HOUR = 3600 * 1000
@@ -37,8 +37,10 @@ class CountingStore:
         self.batches.append(dict(batch))
         self.inner.write(batch)
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        return self.inner.scan(prefix, start)
+    def scan(
+        self, prefix: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self.inner.scan(prefix, start, limit)
 
     def close(self) -> None:
         self.inner.close()
@@ -156,6 +158,46 @@ def test_cold_start_predicted_then_observed(store: Store) -> None:
     assert [s.source for s in after] == ["observed", "predicted"]
 
 
+def test_predictions_read_only_each_tokens_best_postings(store: Store) -> None:
+    """A common token (a genre word) can predict tens of thousands of entities; every search
+    read them all (200 ms at 100,000 entities). Postings are ordered best first, and a query
+    reads ``per_token`` of them per token."""
+    mem = Q2EMemory(store)
+    mem.index_entities(
+        entity(f"t{i}", f"love song {i}", popularity=i / 100) for i in range(100)
+    )  # fmt: skip
+    mem.index_entity(entity("t7", "love song 7", popularity=1.0))  # re-indexed: moves up
+    best = mem.predicted("love", per_token=3)
+    assert sorted(best, key=lambda e: -best[e]) == ["t7", "t99", "t98"]
+    assert best["t98"] == pytest.approx(0.1 * 1.0 * (0.5 + 0.5 * 0.98))
+    assert len(mem.predicted("love")) == 100  # under the default bound: all of them
+    # a query of two tokens sums each token's best: an entity with both ranks first ...
+    assert max(mem.predicted("love 42").items(), key=lambda kv: kv[1])[0] == "t42"
+    # ... unless it is beyond the bound of one of them: then that token adds nothing for it
+    assert mem.predicted("love 42", per_token=3)["t42"] == pytest.approx(0.1 * 0.71 / 2)
+    postings = [k for k, _ in store.scan(b"q2s/love\x00")]
+    assert len(postings) == 100  # the old posting of t7 was deleted
+    assert [s.entity_id for s in mem.scores("love", T0, k=2)] == ["t7", "t99"]
+    # a catalog change reaches the next prediction (a memory may keep parsed postings)
+    mem.index_entity(entity("t100", "love", popularity=1.0))  # ties t7; "t100" < "t7"
+    assert list(mem.predicted("love", per_token=1)) == ["t100"]
+    mem.index_entity(entity("t100", "love", popularity=0.0))
+    assert list(mem.predicted("love", per_token=1)) == ["t7"]
+
+
+def test_reindexing_removes_the_unordered_postings_of_older_workers(store: Store) -> None:
+    store.write(
+        {
+            b"q2p/love\x00old": b"[1.0, 0.5]",
+            b"q2d/old": b'{"type": "track", "tokens": ["love"]}',
+        }
+    )
+    mem = Q2EMemory(store)
+    mem.index_entity(entity("old", "love", popularity=0.5))
+    assert list(store.scan(b"q2p/")) == []
+    assert mem.predicted("love") == {"old": pytest.approx(0.1 * 0.75)}
+
+
 def test_observed_engagement_overrides_predicted_popularity(store: Store) -> None:
     mem = Q2EMemory(store)
     mem.index_entity(entity("popular", "Taylor Swift", "artist", popularity=1.0))
@@ -257,3 +299,35 @@ def test_feedback_is_decoded_from_a_reward_line_without_its_features() -> None:
     raw = orjson.dumps(huge).replace(b":123456789", b":1e400")  # JSON for infinity
     with pytest.raises(msgspec.ValidationError):  # out of range: refused, never int(inf)
         decode_feedback(raw)
+
+
+def test_a_search_computes_its_memory_scores_once_and_never_serves_them_stale() -> None:
+    """The memory strategy's candidates and the ranking boost of one search come from one
+    computation; a replicated write (or a second of time) makes the next call compute again."""
+    from ltrr.retrieval.strategies.memory import MemoryStrategy
+
+    store = MemoryStore()
+    memory = Q2EMemory(store)
+    memory.index_entities([entity(f"t{i}", "love song", popularity=i / 10) for i in range(5)])
+    clock = {"now": T0}
+    strategy = MemoryStrategy(memory, now_ms=lambda: clock["now"])
+    computed: list[int] = []
+    real = memory.scores
+
+    def counted(query: str, now_ms: int, k: int = 50) -> list[Q2EScore]:
+        computed.append(k)
+        return real(query, now_ms, k)
+
+    memory.scores = counted  # type: ignore[method-assign]
+    candidates = strategy.retrieve("love", {}, 3)
+    boost = strategy.scores("love", 200)
+    assert len(computed) == 1
+    assert [c.entity_id for c in candidates] == ["t4", "t3", "t2"]
+    assert list(boost)[:3] == ["t4", "t3", "t2"] and len(boost) == 5
+
+    memory.record("love", ["t0"], [("t0", "purchase", T0)], T0)  # the replica moves on
+    assert strategy.retrieve("love", {}, 1)[0].entity_id == "t0"
+    assert len(computed) == 2
+    clock["now"] += 5_000  # later: computed again even without a write
+    strategy.retrieve("love", {}, 1)
+    assert len(computed) == 3

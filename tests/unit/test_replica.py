@@ -33,7 +33,7 @@ def real_rows() -> list[tuple[bytes, bytes | None]]:
 
 def test_the_learning_workers_rows_all_pass() -> None:
     rows = real_rows()
-    assert {k[:4] for k, _ in rows} == {b"q2e/", b"q2n/", b"q2p/", b"q2d/"}
+    assert {k[:4] for k, _ in rows} == {b"q2e/", b"q2n/", b"q2s/", b"q2d/"}
     assert [check_row(k, v) for k, v in rows] == [None] * len(rows)
 
 
@@ -50,6 +50,9 @@ def test_a_keyless_or_foreign_record_never_breaks_search() -> None:
         record(b"q2e/love song\x00t9", b'{"t": "x", "i": 1, "a": {}}'),
         record(b"q2p/love\x00t9", b"[1]"),
         record(b"q2d/t9", b'{"type": 1}'),
+        record(b"q2s/love\x00t9", b"[1, 1]"),  # no rank
+        record(b"q2s/love\x00zzzzzzzzt9", b"[1, 1]"),
+        record(b"q2d/t9", b'{"type": "track", "tokens": [], "ranks": {"love": 1}}'),
         record(b"q2n/love song", b"-3"),
         record(b"q2e/love song\x00\xff\xfe", b'{"t": 1, "i": 1, "a": {}}'),
         record(b"zzz/anything", b"1"),
@@ -70,7 +73,7 @@ def test_any_record_that_passes_can_be_read(key: bytes | None, value: bytes | No
 
 
 @given(
-    prefix=st.sampled_from([b"q2e/", b"q2p/", b"q2d/", b"q2n/"]),
+    prefix=st.sampled_from([b"q2e/", b"q2p/", b"q2s/", b"q2d/", b"q2n/"]),
     query=st.text(min_size=1, max_size=10),
     value=st.one_of(
         st.none(),

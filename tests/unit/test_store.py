@@ -57,6 +57,16 @@ def test_binary_keys_in_bytewise_order(store: Store) -> None:
     assert list(store.scan(b"\xff")) == [(b"\xff\x00", b"last")]
 
 
+def test_a_limited_scan_returns_the_first_items_in_key_order(store: Store) -> None:
+    store.write({b"s/%02d" % i: b"%d" % i for i in reversed(range(20))})
+    assert [k for k, _ in store.scan(b"s/", limit=3)] == [b"s/00", b"s/01", b"s/02"]
+    assert [k for k, _ in store.scan(b"s/", start=b"s/18", limit=5)] == [b"s/18", b"s/19"]
+    assert list(store.scan(b"s/", limit=0)) == []
+    if isinstance(store, StagedStore):  # staged deletes and puts count before the limit
+        store.write({b"s/00": None, b"s/01": None, b"s/015": b"new"})
+        assert [k for k, _ in store.scan(b"s/", limit=3)] == [b"s/015", b"s/02", b"s/03"]
+
+
 def test_scan_while_writing_sees_the_store_as_it_began(store: Store) -> None:
     """The join deletes what it expires while scanning its deadlines."""
     store.write({b"d/1": b"a", b"d/2": b"b", b"d/3": b"c"})
