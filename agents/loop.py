@@ -271,6 +271,8 @@ class LearningLoop:
         self.q2e_unreplicated = Unreplicated(parts.memory_store)
         self.q2e_lock = asyncio.Lock()
         self.q2e_sends: set[asyncio.Future[None]] = set()
+        #: Whether no unordered (pre-2026-12-07) Q2E posting is left to move.
+        self.postings_migrated = False
         m.Q2E_UNREPLICATED.set_function(lambda: len(self.q2e_unreplicated))
 
     # -- producing --------------------------------------------------------------------------
@@ -332,8 +334,14 @@ class LearningLoop:
 
     async def q2e_tick(self) -> None:
         """Timer: resend Q2E rows a failed send gave back, and write the marks cleared since
-        the last commit, when no reward or catalog event comes to do it."""
+        the last commit, when no reward or catalog event comes to do it; move a chunk of an
+        older worker's unordered postings to the ordered layout (replicated like any row)."""
         async with self.q2e_lock:
+            if not self.postings_migrated:
+                moved = self.parts.memory.migrate_postings(limit=10_000)
+                self.postings_migrated = moved == 0
+                if moved:
+                    log.info("moved %d Q2E postings to the ordered layout", moved)
             await self.commit_q2e()
 
     # -- join state follows its partition ---------------------------------------------------

@@ -369,6 +369,39 @@ class Q2EMemory:
         """Index one catalog entity (see ``index_entities``) in one atomic write."""
         self.index_entities([entity])
 
+    def migrate_postings(self, limit: int = 5000) -> int:
+        """Move up to ``limit`` unordered postings (``q2p/``, written by workers before the
+        ordered layout) to ``q2s/``, in one write, with their entities' records; returns how
+        many moved (0: nothing left). Without it, entities the catalog topic does not deliver
+        again would keep no cold-start prediction after an upgrade."""
+        batch: dict[bytes, bytes | None] = {}
+        docs: dict[bytes, dict[str, Any]] = {}
+        n = 0
+        for key, value in self.store.scan(_POSTING, limit=limit):
+            n += 1
+            batch[key] = None
+            token, sep, eid = key[len(_POSTING) :].partition(b"\x00")
+            try:
+                weight, popularity = orjson.loads(value)
+                rank = _rank(float(weight), float(popularity))
+            except (ValueError, TypeError):
+                continue  # a posting that never decoded: dropped
+            if not sep or not eid:
+                continue
+            batch[_SORTED + token + b"\x00" + rank + eid] = value
+            if eid not in docs:
+                raw = self.store.get(_DOC + eid)
+                docs[eid] = orjson.loads(raw) if raw else {"type": "track", "tokens": []}
+            doc = docs[eid]
+            name = token.decode("utf-8", "replace")
+            doc["tokens"] = [t for t in doc.get("tokens", []) if t != name]
+            doc.setdefault("ranks", {})[name] = rank.decode()
+        for eid, doc in docs.items():
+            batch[_DOC + eid] = orjson.dumps(doc)
+        if batch:
+            self.store.write(batch)
+        return n
+
     def _index_into(self, batch: dict[bytes, bytes | None], entity: Mapping[str, Any]) -> None:
         eid = _entity_key(str(entity.get("id", "")))
         if entity.get("type") not in ENTITY_TYPES:

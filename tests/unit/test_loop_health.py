@@ -301,3 +301,28 @@ def test_q2e_rows_the_changelog_never_got_reach_it_later_also_across_a_restart(
     assert replicated(replica) == in_store(loop)
     assert len(loop.q2e_unreplicated) == 0
     loop.parts.close()
+
+
+def test_the_q2e_tick_moves_an_older_workers_postings_and_replicates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, _ = build(tmp_path)
+    sent: dict[bytes, bytes | None] = {}
+
+    async def produce(topic: str, rows: Any, partition: int | None = None, **_: Any) -> list[Any]:
+        sent.update(rows)
+        return []
+
+    monkeypatch.setattr(loop, "produce", produce)
+    store = loop.parts.memory_store
+    store.write(
+        {b"q2p/love\x00t1": b"[1.0, 0.5]", b"q2d/t1": b'{"type": "track", "tokens": ["love"]}'}
+    )
+    store.commit()
+    asyncio.run(loop.q2e_tick())
+    assert sent[b"q2p/love\x00t1"] is None  # the replicas drop the old row ...
+    assert [k for k in sent if k.startswith(b"q2s/love\x00")]  # ... and get the ordered one
+    assert not loop.postings_migrated  # one more tick finds nothing left
+    asyncio.run(loop.q2e_tick())
+    assert loop.postings_migrated
+    loop.parts.close()

@@ -331,3 +331,28 @@ def test_a_search_computes_its_memory_scores_once_and_never_serves_them_stale() 
     clock["now"] += 5_000  # later: computed again even without a write
     strategy.retrieve("love", {}, 1)
     assert len(computed) == 3
+
+
+def test_an_older_workers_postings_move_to_the_ordered_layout(store: Store) -> None:
+    """An upgraded learning worker moves the unordered postings it wrote before, in chunks,
+    so entities the catalog topic never delivers again keep their cold-start predictions."""
+    store.write(
+        {
+            b"q2p/love\x00a": b"[1.0, 0.5]",
+            b"q2p/song\x00a": b"[1.0, 0.5]",
+            b"q2p/love\x00b": b"[0.5, 1.0]",
+            b"q2p/love\x00bad": b"not json",
+            b"q2d/a": b'{"type": "track", "tokens": ["love", "song"]}',
+            b"q2d/b": b'{"type": "artist", "tokens": ["love"]}',
+        }
+    )
+    mem = Q2EMemory(store)
+    assert mem.predicted("love") == {}  # the ordered layout is all a query reads
+    assert mem.migrate_postings(limit=3) == 3
+    assert mem.migrate_postings(limit=3) == 1
+    assert mem.migrate_postings(limit=3) == 0
+    assert list(store.scan(b"q2p/")) == []
+    assert mem.predicted("love") == {"a": pytest.approx(0.075), "b": pytest.approx(0.05)}
+    mem.index_entity(entity("a", "song", popularity=0.5))  # re-indexed: "love" goes away
+    assert set(mem.predicted("love")) == {"b"}
+    assert orjson.loads(store.get(b"q2d/b") or b"{}")["type"] == "artist"
