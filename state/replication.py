@@ -76,8 +76,3 @@ class Unreplicated:
         for key in keys:
             if self._marked.get(key) == ticket:
                 self._resend.add(key)
-
-    def take_clears(self) -> Batch:
-        """The mark deletes waiting for a commit (for a caller that commits without rows)."""
-        clears, self._clears = self._clears, {}
-        return clears
