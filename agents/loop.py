@@ -303,8 +303,7 @@ class LearningLoop:
         commit must not carry another caller's rows without that caller's offsets. A refused
         send is counted and logged, not raised: its rows go out again with the next one."""
         store, outbox = self.parts.memory_store, self.q2e_unreplicated
-        # Given back first; a key also staged anew goes once, with its new value.
-        rows = list({**dict(outbox.take_resend()), **dict(store.staged_rows())}.items())
+        rows = outbox.outgoing(store.staged_rows())
         ticket, marks = outbox.mark(rows)
         store.commit(offsets, local={**(local or {}), **marks})
         if not rows:

@@ -51,6 +51,11 @@ class Unreplicated:
         keys, self._resend = sorted(self._resend), set()
         return [(key, self.store.get(key)) for key in keys]
 
+    def outgoing(self, staged: Iterable[Row]) -> list[Row]:
+        """The rows of the next send: those given back (``take_resend``) first, then
+        ``staged``; a key in both goes once, with its staged value."""
+        return list({**dict(self.take_resend()), **dict(staged)}.items())
+
     def mark(self, rows: Iterable[Row]) -> tuple[int, Batch]:
         """A ticket for a batch about to be sent, and the writes to commit with its rows:
         a mark per row, plus the clears of earlier acknowledged batches."""

@@ -13,7 +13,7 @@ from ltrr.state.store import RocksStore
 def commit(store: StagedStore, outbox: Unreplicated, **rows: bytes | None) -> tuple[int, list]:
     """Stage ``rows``, commit them with their marks; the ticket and what would be sent."""
     store.write({k.encode(): v for k, v in rows.items()})
-    sent = list({**dict(outbox.take_resend()), **dict(store.staged_rows())}.items())
+    sent = outbox.outgoing(store.staged_rows())
     ticket, marks = outbox.mark(sent)
     store.commit({0: 1}, local=marks)
     return ticket, sent
