@@ -126,13 +126,17 @@ def void_strategies(
     ``fresh`` returns nothing when every entity is older than its horizon). A plan that draws
     from such a strategy shows what the plan without it shows (``plans.offered_plans``)."""
     budgets = budgets or {}
+    # Each scan over the candidates runs only when its O(1) necessary condition holds (the
+    # first score is not positive; the first and last scores are equal): this runs on every
+    # search, over every strategy's full list.
     return frozenset(
         name
         for name, found in results.items()
         if not found
-        or max(c.score for c in found) <= 0
+        or (found[0].score <= 0 and max(c.score for c in found) <= 0)
         or (
             len(found) >= max(2, budgets.get(name, len(found) + 1))
+            and found[0].score == found[-1].score
             and all(c.score == found[0].score for c in found)
         )
     )

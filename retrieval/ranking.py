@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ltrr.ordering import best_first
 from ltrr.retrieval.plans import PlanSpec
 from ltrr.retrieval.strategies.base import Candidate
 
@@ -33,16 +34,21 @@ def rank(
     scores: dict[str, float] = {}
     provenance: dict[str, list[str]] = {}
     for name, budget in plan.budgets.items():
-        found = list(results.get(name, ()))[:budget]
+        found = results.get(name, ())[:budget]
         best = max((c.score for c in found), default=0.0)
-        for cand in found:
-            norm = cand.score / best if best > 0 else 0.0
-            scores[cand.entity_id] = scores.get(cand.entity_id, 0.0) + norm
-            provenance.setdefault(cand.entity_id, []).append(name)
+        for entity_id, score in found:
+            norm = score / best if best > 0 else 0.0
+            names = provenance.get(entity_id)
+            if names is None:
+                scores[entity_id] = norm
+                provenance[entity_id] = [name]
+            else:
+                scores[entity_id] += norm
+                names.append(name)
     if q2e:
         best_q = max(q2e.values(), default=0.0)
         if best_q > 0:
-            for entity_id in scores:
-                scores[entity_id] += q2e_boost * max(0.0, q2e.get(entity_id, 0.0)) / best_q
-    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[: max(k, 0)]
-    return [Ranked(e, round(s, 6), tuple(provenance[e])) for e, s in ordered]
+            for entity_id, value in q2e.items():
+                if value > 0 and entity_id in scores:
+                    scores[entity_id] += q2e_boost * value / best_q
+    return [Ranked(e, round(s, 6), tuple(provenance[e])) for e, s in best_first(scores, k)]

@@ -10,7 +10,6 @@ every time is an event timestamp in milliseconds, passed in.
 
 from __future__ import annotations
 
-import heapq
 import math
 import unicodedata
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 import orjson
 
+from ltrr.ordering import best_first
 from ltrr.state.store import Store
 
 DEFAULT_ACTION_WEIGHTS: Mapping[str, float] = {
@@ -445,11 +445,17 @@ class Q2EMemory:
         ``per_token``-th value, and predictions only order entities nobody engaged with yet.
         """
         tokens = sorted(set(_tokens(query)))
-        sums: dict[str, float] = {}
-        for token in tokens:
-            for eid, value in self._postings(token, per_token):
-                sums[eid] = sums.get(eid, 0.0) + value
-        scale = self.config.predicted_scale / max(1, len(tokens))
+        if not tokens:
+            return {}
+        # An entity counts once per token (its best posting, should a re-index race leave two).
+        first, *rest = (dict(reversed(self._postings(t, per_token))) for t in tokens)
+        sums = first
+        if rest:
+            get = sums.get
+            for postings in rest:
+                for eid, value in postings.items():
+                    sums[eid] = get(eid, 0.0) + value
+        scale = self.config.predicted_scale / len(tokens)
         return {e: scale * s for e, s in sums.items()}
 
     def _postings(self, token: str, limit: int) -> list[tuple[str, float]]:
@@ -499,5 +505,9 @@ class Q2EMemory:
         for key, value in self.store.scan(prefix):
             eid = key[len(prefix) :].decode()
             observed[eid] = merged[eid] = self._combined(orjson.loads(value), now_ms)
-        best = heapq.nsmallest(k, merged.items(), key=lambda item: (-item[1], item[0]))
-        return [Q2EScore(e, s, "observed" if e in observed else "predicted") for e, s in best]
+        best = best_first(merged, k)
+        # tuple.__new__: a named tuple's own constructor is a Python call, ~2x the cost here
+        new = tuple.__new__
+        return [
+            new(Q2EScore, (e, s, "observed" if e in observed else "predicted")) for e, s in best
+        ]

@@ -12,9 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ltrr.ordering import best_first
 from ltrr.schemas.dsjson import reward_event
 from ltrr.schemas.records import SearchImpression
-from ltrr.state.q2e import Q2EConfig, Q2EMemory, Q2EScore, decode_feedback, normalize_query
+from ltrr.state.q2e import (
+    Q2EConfig,
+    Q2EMemory,
+    Q2EScore,
+    decode_feedback,
+    normalize_query,
+)
 from ltrr.state.store import Batch, MemoryStore, RocksStore, Store
 from tests.events import impression
 
@@ -356,3 +363,20 @@ def test_an_older_workers_postings_move_to_the_ordered_layout(store: Store) -> N
     mem.index_entity(entity("a", "song", popularity=0.5))  # re-indexed: "love" goes away
     assert set(mem.predicted("love")) == {"b"}
     assert orjson.loads(store.get(b"q2d/b") or b"{}")["type"] == "artist"
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcde", min_size=1, max_size=4),
+        st.sampled_from([0.0, 0.25, 0.5, 1.0, -0.5, 0.1 + 0.2, 0.3]),
+        max_size=40,
+    ),
+    st.integers(min_value=-1, max_value=50),
+)
+def test_best_first_orders_by_score_then_entity_id_like_a_full_sort(
+    scores: dict[str, float], k: int
+) -> None:
+    """Scores with many ties (predictions share ranks): best first, ties by entity id, the
+    first ``k``: exactly what sorting every pair by (-score, id) gives."""
+    expected = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[: max(k, 0)]
+    assert best_first(scores, k) == expected

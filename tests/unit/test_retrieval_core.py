@@ -8,6 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 import vowpal_wabbit_next as vw
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ltrr.agents.learning import DEFAULT_VW_ARGS, learn_lines
 from ltrr.retrieval import metrics as m
@@ -81,6 +83,45 @@ def test_ranking_unions_with_provenance_and_boost() -> None:
     assert ranked[0].score == pytest.approx(1.5)
     boosted = rank(plan, results, 2, q2e={"d": 2.0}, q2e_boost=2.0)
     assert [r.entity_id for r in boosted] == ["d", "b"]
+
+
+def _rank_by_definition(plan, results, k, q2e, boost):  # type: ignore[no-untyped-def]
+    """The ranking rule as the module docstring states it, spelled out slowly."""
+    scores: dict[str, float] = {}
+    provenance: dict[str, list[str]] = {}
+    for name, budget in plan.budgets.items():
+        found = list(results.get(name, ()))[:budget]
+        best = max((c.score for c in found), default=0.0)
+        for cand in found:
+            norm = cand.score / best if best > 0 else 0.0
+            scores[cand.entity_id] = scores.get(cand.entity_id, 0.0) + norm
+            provenance.setdefault(cand.entity_id, []).append(name)
+    best_q = max(q2e.values(), default=0.0)
+    if best_q > 0:
+        for entity_id in scores:
+            scores[entity_id] += boost * max(0.0, q2e.get(entity_id, 0.0)) / best_q
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [(e, round(s, 6), tuple(provenance[e])) for e, s in ordered]
+
+
+_ids = st.sampled_from("abcdefghij")
+_found = st.lists(st.builds(Candidate, _ids, st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0])))
+
+
+@given(
+    st.fixed_dictionaries({"lexical": _found, "popular": _found}),
+    st.dictionaries(_ids, st.sampled_from([-1.0, 0.0, 0.25, 1.0])),
+    st.integers(min_value=0, max_value=12),
+)
+def test_ranking_follows_its_rule_exactly_ties_by_entity_id(
+    results: dict[str, list[Candidate]], q2e: dict[str, float], k: int
+) -> None:
+    """Few distinct scores, so ties everywhere: the fast ordering equals the rule."""
+    plan = parse_plans("lexical:4+popular:3", ["lexical", "popular"])[0]
+    ranked = rank(plan, results, k, q2e, 0.5)
+    assert [(r.entity_id, r.score, r.strategies) for r in ranked] == _rank_by_definition(
+        plan, results, k, q2e, 0.5
+    )
 
 
 @pytest.fixture(scope="module")
