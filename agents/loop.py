@@ -21,6 +21,7 @@ from typing import Any
 import faust
 import msgspec
 import orjson
+from faust.exceptions import NotReady
 
 from ltrr.agents import metrics as m
 from ltrr.agents.adoption import Adopter
@@ -633,6 +634,11 @@ class LearningLoop:
                 if len(effects) < EXPIRE_BATCH:
                     break
             self.join_ok_at = time.monotonic()
+        except NotReady as exc:
+            # The producer is still starting (the first ticks of a boot) or already stopping:
+            # nothing failed, the rows were given back and go out on a later tick. Should it
+            # never start, the join stops completing ticks and /readyz says so (join_problem).
+            log.debug("join tick waits for the producer: %s", exc)
         except Exception as exc:  # keep the worker alive; the outbox is retried next tick
             m.LOOP_ERRORS.labels("join").inc()
             errors.report("join tick failed; retrying on the next tick", exc)

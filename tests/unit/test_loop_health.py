@@ -326,3 +326,52 @@ def test_the_q2e_tick_moves_an_older_workers_postings_and_replicates_them(
     asyncio.run(loop.q2e_tick())
     assert loop.postings_migrated
     loop.parts.close()
+
+
+def test_a_join_tick_before_the_producer_started_is_no_error_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first ticks of a boot can run before Faust's producer has started (NotReady): the
+    worker must not log an error with a traceback for it, and the window it closed must still
+    reach the rewards topic (and the join changelog) on a later tick."""
+    loop, _ = build(tmp_path)
+    sent: list[str] = []
+    ready = {"producer": True}
+
+    async def produce(topic: str, rows: Any, partition: int | None = None, **_: Any) -> list[Any]:
+        if not ready["producer"]:
+            raise NotReady("Producer service not yet started")
+        sent.extend(topic for _ in rows)
+        return []
+
+    async def log_ends(*_: Any, **__: Any) -> dict[tuple[str, int], tuple[int, int]]:
+        return {(loop.topics.impressions.name, 0): (1, 1), (loop.topics.actions.name, 0): (0, 0)}
+
+    monkeypatch.setattr(loop, "produce", produce)
+    monkeypatch.setattr("ltrr.agents.loop.log_ends", log_ends)
+    topic = loop.topics.impressions.name
+    owned = asyncio.Event()
+    owned.set()
+    loop.owned[0] = owned
+    monkeypatch.setattr(loop.app.consumer, "assignment", lambda: {(topic, 0)})
+    long_ago = int(time.time() * 1000) - 3_600_000
+    asyncio.run(loop.join_poll("impressions", [(impression("imp-boot", timestamp_ms=long_ago),
+                                                Message(topic, 0, 0))]))  # fmt: skip
+    rewards, changelog = loop.rewards.get_topic_name(), loop.topics.join_changelog.name
+    assert rewards not in sent
+    errors_before = m.LOOP_ERRORS.labels("join")._value.get()
+    ok_before = loop.join_ok_at
+
+    ready["producer"] = False  # booting: the tick closes the window, the producer refuses
+    with caplog.at_level("DEBUG", logger="ltrr"):
+        asyncio.run(loop.join_tick())
+    assert rewards not in sent
+    assert m.LOOP_ERRORS.labels("join")._value.get() == errors_before
+    assert not [r for r in caplog.records if r.levelno >= 30]  # no warning, no error
+    assert loop.join_ok_at == ok_before  # not a completed tick: /readyz would tell if it lasts
+
+    ready["producer"] = True
+    sent.clear()
+    asyncio.run(loop.join_tick())
+    assert sent.count(rewards) == 1 and changelog in sent
+    loop.parts.close()
