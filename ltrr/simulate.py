@@ -32,6 +32,7 @@ from ltrr.processes import ServeProcess, WorkerProcess
 from ltrr.schemas.exceptions import LtrrError
 from ltrr.schemas.vw_args import check_vw_args, parse_vw_args
 from ltrr.sim.beir import BeirWorld
+from ltrr.sim.report import headroom_text
 from ltrr.sim.runner import HttpBackend, SimConfig, Simulation, World
 from ltrr.sim.scoreboard import LEARNED, ORACLE, QUERY_ORACLE, UNION, Scoreboard
 from ltrr.sim.world import DEFAULT_MIX, KINDS, MusicWorld, WorldConfig
@@ -473,10 +474,6 @@ def _gap(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def _room(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -649,7 +646,8 @@ def _print_summary(summary: Mapping[str, Any], out: Path) -> None:
         f"{'yes' if summary['beats_every_static_baseline'] else 'NO'}; gap closed to the "
         f"per-query oracle: {_gap(summary['gap_closed'])} whole run, "
         f"{_gap(summary['last_quarter_gap_closed'])} last quarter, of a gap of "
-        f"{_room(summary.get('gap_headroom'))} / {_room(summary.get('last_quarter_gap_headroom'))} "
+        f"{headroom_text(summary.get('gap_headroom'))} / "
+        f"{headroom_text(summary.get('last_quarter_gap_headroom'))} "
         f"(best static baseline "
         f"{summary['best_static_baseline']}; learned/per-kind oracle in the last quarter: "
         f"{summary['last_quarter_learned_over_oracle']})"

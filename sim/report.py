@@ -129,6 +129,8 @@ def markdown(summary: Mapping[str, Any], title: str) -> str:
     mean, cum = summary["mean_reward"], summary["cumulative_reward"]
     last, recall = summary["last_quarter_mean_reward"], summary["recall_at_budget"]
     regret = summary["regret_vs"]
+    room_run = headroom_text(summary.get("gap_headroom"))
+    room_last = headroom_text(summary.get("last_quarter_gap_headroom"))
     lines = [
         f"# {title}",
         "",
@@ -143,8 +145,8 @@ def markdown(summary: Mapping[str, Any], title: str) -> str:
         f"**{_fmt(summary['last_quarter_gap_closed'])}** in the last quarter (best static "
         f"baseline there: `{summary['best_static_baseline_last_quarter']}`; 0 = no gain from "
         f"learning, 1 = the best plan for every query). The gap itself (per-query oracle "
-        f"above the best static baseline, mean reward): {_room(summary.get('gap_headroom'))} "
-        f"over the run, {_room(summary.get('last_quarter_gap_headroom'))} in the last quarter; "
+        f"above the best static baseline, mean reward): {room_run} over the run, "
+        f"{room_last} in the last quarter; "
         f"a ratio over a gap of a few thousandths moves a lot on a few queries.",
         f"- Learned / per-kind oracle expected reward in the last quarter of the run: "
         f"{summary['last_quarter_learned_over_oracle']}.",
@@ -191,7 +193,8 @@ def _fmt(value: float | None) -> str:
     return "n/a (no gap)" if value is None else f"{value:.2f}"
 
 
-def _room(value: float | None) -> str:
+def headroom_text(value: float | None) -> str:
+    """A gap in mean reward (per-query oracle minus best static), as the reports print it."""
     return "n/a" if value is None else f"{value:.4f}"
 
 
