@@ -30,7 +30,7 @@ import orjson
 
 from ltrr.processes import ServeProcess, WorkerProcess
 from ltrr.schemas.exceptions import LtrrError
-from ltrr.schemas.vw_args import check_vw_args, parse_vw_args
+from ltrr.schemas.vw_args import DEFAULT_VW_ARGS, check_vw_args, parse_vw_args
 from ltrr.sim.beir import BeirWorld
 from ltrr.sim.report import headroom_text
 from ltrr.sim.runner import HttpBackend, SimConfig, Simulation, World
@@ -55,11 +55,9 @@ STRATEGIES = "lexical,semantic,memory,popular,fresh"
 #: How long the retrieval worker may take to start: its first start on a catalog embeds every
 #: entity (lisa's 6,000 documents took over 600 s on a busy 2-core machine).
 SERVE_START_TIMEOUT_S = 1800.0
-#: Exploration that stops paying for plans it has learned are bad (SquareCB: the probability
-#: of a plan falls with how far its predicted reward trails the best one's).
-SIM_VW_ARGS: tuple[str, ...] = (
-    "--cb_explore_adf", "--squarecb", "-q", "cp", "-q", "cr", "-q", "qp", "-q", "sp",
-)  # fmt: skip
+#: The learner's arguments: the worker's default (SquareCB exploration, which stops paying for
+#: plans it has learned are bad), named here because ``--vw-args`` prints it.
+SIM_VW_ARGS: tuple[str, ...] = DEFAULT_VW_ARGS
 
 
 def simulation_plans(strategies: list[str], total: int = 100) -> str:

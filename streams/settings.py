@@ -152,7 +152,7 @@ class Settings:
     #: Upper clip of the ``sum`` aggregation.
     reward_clip_max: float = 1.0
     #: Vowpal Wabbit arguments of every model (empty = ltrr's default,
-    #: ``--cb_explore_adf --epsilon 0.05 -q cp -q cr -q qp -q sp``).
+    #: ``--cb_explore_adf --squarecb -q cp -q cr -q qp -q sp``).
     vw_args: str = ""
     #: Model keys the learner accepts, comma-separated (empty = any, up to ``max_models``).
     #: Rewards of other models are dead-lettered as unknown_model.
