@@ -121,7 +121,8 @@ class FreshStrategy:
         # Best score first; ties: newer first, then the larger id (heapq.nlargest's order on
         # (score, added, id), kept from the scalar version of this loop).
         best = np.lexsort((-np.arange(inside), -added, -score))[:k]
-        return [Candidate(window.ids[i], float(score[i])) for i in best.tolist()]
+        ids, scores, new = window.ids, score[best].tolist(), tuple.__new__
+        return [new(Candidate, (ids[i], s)) for i, s in zip(best.tolist(), scores, strict=True)]
 
     def _entity_terms(self, entity_id: str) -> frozenset[str]:
         found = self._terms.get(entity_id)

@@ -150,9 +150,9 @@ class LexicalStrategy:
             return []
         hits = result.hits
         keys = searcher.fast_field_values("key", [address for _, address in hits])
-        get = id_of.get
+        get, new = id_of.get, tuple.__new__
         return [
-            Candidate(entity_id, float(score))
+            new(Candidate, (entity_id, float(score)))
             for (score, _), key in zip(hits, keys, strict=True)
             if key is not None and (entity_id := get(int(key))) is not None
         ]

@@ -38,7 +38,8 @@ class MemoryStrategy:
     def retrieve(self, query: str, context: Mapping[str, Any], k: int) -> list[Candidate]:
         if k <= 0:
             return []
-        return [Candidate(s.entity_id, s.score) for s in self._scores(query, k) if s.score > 0]
+        new = tuple.__new__
+        return [new(Candidate, (e, s)) for e, s, _ in self._scores(query, k) if s > 0]
 
     def scores(self, query: str, k: int) -> dict[str, float]:
         """Q2E score by entity (for the ranking boost)."""

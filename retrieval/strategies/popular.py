@@ -79,4 +79,5 @@ class PopularStrategy:
                 keys = list(itertools.islice(heapq.merge(*lists), k))
             else:
                 keys = self._by_type.get(str(wanted), [])[:k]
-        return [Candidate(entity_id, -negative) for negative, entity_id in keys]
+        new = tuple.__new__
+        return [new(Candidate, (entity_id, -negative)) for negative, entity_id in keys]

@@ -294,9 +294,9 @@ class SemanticStrategy:
         matches = self._index.search(vector, min(k, len(self._index)))
         # Python ints and floats in one C call each: per-element numpy scalars cost more than
         # the search itself at k = 100.
-        get = self._ids.get
+        get, new = self._ids.get, tuple.__new__
         return [
-            Candidate(entity_id, 1.0 - distance)
+            new(Candidate, (entity_id, 1.0 - distance))
             for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True)
             if (entity_id := get(key)) is not None
         ]
